@@ -1,0 +1,99 @@
+"""Qronos: quantize ``w`` against mismatched inputs, ``min_q ‖Xw − X̃q‖``.
+
+``X`` are the float inputs of the layer, ``X̃`` the inputs produced by already-quantized earlier
+layers. With ``H̃_λ = X̃ᵀX̃ + λI`` and the least-squares target
+
+    ŵ = H̃_λ⁻¹ (X̃ᵀX + λI) w      (minimiser of ‖Xw − X̃v‖² + λ‖w − v‖²),
+
+* ``variant="projection"``: OPTQ on ``(X̃, λ)`` started from ``ŵ``;
+* ``variant="original"`` (Qronos as published): the first processed coordinate ``f`` is set by the
+  least-squares correction ``q_f = Q(y_f)``, ``y_f = ⟨X̃_f, Xw − Σ_{s≠f} X̃_s w_s⟩ / ‖X̃_f‖²``; the
+  other coordinates are re-solved by the ridge problem
+  ``w_{≠f} ← (X̃ᵀ_{≠f}X̃_{≠f} + λI)⁻¹[(X̃ᵀX + λI)_{≠f,:} w − X̃ᵀ_{≠f}X̃_f q_f]``, and OPTQ on ``X̃``
+  processes the rest. The ridge step equals one OPTQ step from ``ŵ`` that propagates the error
+  ``ŵ_f − q_f``, which is how it is computed here.
+
+Dead features of ``X̃`` are kept (no zeroing): ``λ > 0`` is needed when ``X̃ᵀX̃`` is singular.
+"""
+
+from __future__ import annotations
+
+from ._backend import device_of
+from .cholesky import inverse_cholesky_upper, prepare_hessian
+from .ordering import resolve_order
+from .optq import _check_options, _check_representable, run_columns
+from .result import QronosResult
+from .validation import check_choice, check_lambda, check_layer
+
+__all__ = ["qronos", "VARIANTS"]
+
+VARIANTS = ("projection", "original")
+
+
+def qronos(
+    W,
+    X,
+    X_tilde,
+    *,
+    grid,
+    lam: float | None = None,
+    percdamp: float | None = None,
+    variant: str = "projection",
+    order="natural",
+    rounding: str = "nearest",
+    rng=None,
+    block_size: int = 128,
+    method: str = "blocked",
+) -> QronosResult:
+    """Quantize ``W`` (``n × N``) with Qronos on float inputs ``X`` and mismatched inputs ``X_tilde``.
+
+    ``lam``/``percdamp`` as in :func:`algorithms.optq`, applied to ``X̃`` (``percdamp`` gives
+    ``λ = percdamp · mean ‖X̃_t‖²``). Brevitas' ``alpha`` damping corresponds to
+    ``lam = alpha · λ_max(X̃ᵀX̃)``. ``order="decreasing"`` sorts by ``diag(X̃ᵀX̃)``.
+    """
+    xp = check_layer(W, X, X_tilde)
+    n, N = W.shape
+    check_choice("variant", variant, VARIANTS)
+    opts = _check_options(grid, N, rounding, rng, block_size, method, "keep")
+    check_lambda(lam, percdamp)
+    dtype = W.dtype
+    dev = device_of(W)
+    Xc = xp.astype(X, dtype)
+    Xt = xp.astype(X_tilde, dtype)
+    Ht, lam_used, dead_mask, diagH = prepare_hessian(xp, Xt, lam=lam, percdamp=percdamp, dead="keep", dtype=dtype)
+    perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
+    Hp = xp.take(xp.take(Ht, perm, axis=0), perm, axis=1)
+    U = inverse_cholesky_upper(xp, Hp, lam_used, name="X_tilde")
+
+    # ŵ = H̃_λ⁻¹ (X̃ᵀX + λI) w, row-wise: Ŵ = W (XᵀX̃ + λI) H̃_λ⁻¹, using H̃_λ⁻¹ = UᵀU (processing order).
+    G = Xt.T @ Xc  # G[s, j] = ⟨X̃_s, X_j⟩
+    rhs = W @ G.T + lam_used * W  # n × N, original order
+    rhs_p = xp.take(rhs, perm, axis=1)
+    What_p = (rhs_p @ U.T) @ U
+    invperm = xp.argsort(perm)
+    W_hat = xp.take(What_p, invperm, axis=1)
+    _check_representable(xp, W_hat, grid)
+
+    first = None
+    if variant == "original":
+        f = int(perm[0])
+        Hf = Xt.T @ Xt[:, f]  # ⟨X̃_s, X̃_f⟩ for all s
+        nf = float(Hf[f])
+        if nf == 0.0:
+            raise ValueError(
+                f"variant='original' is undefined when the first processed feature (index {f}) of X_tilde "
+                "is identically zero; use variant='projection', or an order that starts with a live feature"
+            )
+        y = (W @ G[f, :] - W @ Hf + W[:, f] * nf) / nf
+        first = y
+
+    out = run_columns(
+        xp, W_hat, Ht, lam_used, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
+        method=method, W_fit=W, W_static=W, name="X_tilde", first=first, U=U if method in ("blocked", "cholesky") else None,
+    )
+    return QronosResult(
+        lam=lam_used, grid=grid, W0=W_hat, dead=dead_mask, rounding=rounding, algorithm="qronos",
+        m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",
+                                        percdamp=percdamp, variant=variant),
+        W_hat=W_hat, variant=variant, y1=first, **out,
+    )

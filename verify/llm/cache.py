@@ -1,0 +1,315 @@
+"""On-disk cache of captured calibration data.
+
+One ``.npz`` file per (layer, key); the key holds the model file SHA-256,
+the text source and its SHA-256, ``n_tokens``, ``seq_len``, ``add_bos``, the
+layer name, the mode (``"float"`` or ``"sequential"`` plus the quantizer
+identity and the selection), what is stored (``"X"`` or ``"H"``) and the
+dtype.  The full key is stored inside the file as JSON and checked on load.
+
+Stored arrays:
+
+* ``store="X"``: ``X`` (and ``X_tilde`` in sequential mode), model dtype;
+* ``store="H"``: ``H = X^T X`` in float64 (and ``H_tilde = X~^T X~``,
+  ``G = X~^T X`` in sequential mode);
+
+plus per-layer statistics (:func:`verify.llm.stats.layer_stats`, JSON) and
+capture metadata (JSON).
+
+Files are written atomically: to ``.tmp-*.part`` in the same directory, then
+``os.replace``; readers only ever open final names, and a final file that
+fails to load (truncated, wrong key) counts as a miss and is rewritten.  The
+default directory is ``$PTQ_CACHE_DIR``, else ``~/.cache/provable-ptq``; a
+directory inside the source repository is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .capture import QuantizeFn, capture_inputs, sequential_capture
+from .gguf_model import GGUFModel
+from .stats import gram, layer_stats
+from .textsource import calibration_tokens, load_text
+
+__all__ = [
+    "CACHE_VERSION",
+    "CachedLayer",
+    "default_cache_dir",
+    "cache_path",
+    "save_npz_atomic",
+    "load_npz",
+    "cached_inputs",
+    "cached_sequential",
+]
+
+CACHE_VERSION = 1
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    """``$PTQ_CACHE_DIR`` if set, else ``~/.cache/provable-ptq``."""
+    env = os.environ.get("PTQ_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "provable-ptq"
+
+
+def _resolve_dir(cache_dir) -> Path:
+    d = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    d = d.resolve()
+    if d == _REPO_ROOT or _REPO_ROOT in d.parents:
+        raise ValueError(
+            f"cache_dir: {d} lies inside the source repository {_REPO_ROOT}; "
+            "use PTQ_CACHE_DIR or a directory outside the repository"
+        )
+    return d
+
+
+@dataclass
+class CachedLayer:
+    """Cached capture of one layer: ``arrays`` (``X``/``X_tilde`` or ``H``/``H_tilde``/``G``)."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    stats: dict
+    stats_tilde: dict | None
+    meta: dict
+    path: Path
+    from_cache: bool
+    key: dict = field(repr=False, default_factory=dict)
+
+    def __getitem__(self, k: str) -> np.ndarray:
+        return self.arrays[k]
+
+
+def _key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(cache_dir: Path, key: dict) -> Path:
+    """File name for ``key`` (layer name, mode and store are kept readable)."""
+    return (
+        cache_dir
+        / key["model_sha256"][:16]
+        / f"{key['layer']}.{key['mode']}.{key['store']}.{_key_hash(key)[:24]}.npz"
+    )
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], key: dict, extra: dict | None = None) -> None:
+    """Write ``arrays`` (+ JSON ``key`` and ``extra``) to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(arrays)
+    payload["__key__"] = np.array(json.dumps(key, sort_keys=True))
+    payload["__extra__"] = np.array(json.dumps(extra or {}, sort_keys=True, default=str))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_npz(path: Path, key: dict) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Arrays and extra metadata of a cache file, or ``None`` on any miss.
+
+    Missing, truncated or unreadable files and files whose stored key differs
+    from ``key`` are misses.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["__key__"]))
+            if stored != json.loads(json.dumps(key, sort_keys=True)):
+                return None
+            extra = json.loads(str(z["__extra__"]))
+            arrays = {k: z[k] for k in z.files if not k.startswith("__")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
+    for a in arrays.values():
+        a.flags.writeable = False
+    return arrays, extra
+
+
+def _base_key(model: GGUFModel, sample, n_tokens, seq_len, add_bos, store) -> dict:
+    if store not in ("X", "H"):
+        raise ValueError(f"store: expected 'X' or 'H', got {store!r}")
+    return {
+        "version": CACHE_VERSION,
+        "model_sha256": model.sha256,
+        "model_name": model.config.name,
+        "text_source": sample.source,
+        "text_sha256": sample.sha256,
+        "n_tokens": int(n_tokens),
+        "seq_len": int(seq_len),
+        "add_bos": bool(add_bos),
+        "store": store,
+        "dtype": str(model.dtype),
+    }
+
+
+def cached_inputs(
+    model: GGUFModel,
+    *,
+    source="licenses",
+    n_tokens: int = 2048,
+    seq_len: int = 512,
+    layers: Sequence[str] | str | None = None,
+    store: str = "X",
+    add_bos: bool = False,
+    cache_dir=None,
+    regenerate: bool = False,
+    progress: bool = True,
+) -> dict[str, CachedLayer]:
+    """Float inputs of the chosen layers, from the cache or freshly captured.
+
+    Only missing layers are recomputed (one forward pass up to the last
+    missing block).  ``regenerate=True`` ignores existing files.
+    """
+    if not isinstance(model, GGUFModel):
+        raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
+    cdir = _resolve_dir(cache_dir)
+    sel = model.resolve_layers(layers)
+    sample = load_text(source)
+    base = _base_key(model, sample, n_tokens, seq_len, add_bos, store)
+    out: dict[str, CachedLayer] = {}
+    missing = []
+    keys = {}
+    for l in sel:
+        key = dict(base, layer=l.name, mode="float")
+        keys[l.name] = key
+        p = cache_path(cdir, key)
+        hit = None if regenerate else load_npz(p, key)
+        if hit is None:
+            missing.append(l.name)
+        else:
+            arrays, extra = hit
+            out[l.name] = CachedLayer(l.name, arrays, extra.get("stats", {}), None, extra.get("meta", {}), p, True, key)
+    if missing:
+        ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
+        meta_common = ct.metadata()
+        meta_common.update({"model": model.identity, "mode": "float"})
+        X = capture_inputs(model, ct, missing, progress=progress)
+        grams: dict[int, np.ndarray] = {}
+        stats_of: dict[int, dict] = {}
+        for n in missing:
+            x = X[n]
+            if id(x) not in grams:  # q/k/v and gate/up share X
+                grams[id(x)] = gram(x)
+                stats_of[id(x)] = layer_stats(x, grams[id(x)])
+            arrays = {"X": x} if store == "X" else {"H": grams[id(x)]}
+            l = model.layer(n)
+            meta = dict(meta_common, layer=n, storage_type=l.storage_type, shape=list(l.shape))
+            key = keys[n]
+            p = cache_path(cdir, key)
+            save_npz_atomic(p, arrays, key, {"stats": stats_of[id(x)], "meta": meta})
+            out[n] = CachedLayer(n, arrays, stats_of[id(x)], None, meta, p, False, key)
+    return {l.name: out[l.name] for l in sel}
+
+
+def cached_sequential(
+    model: GGUFModel,
+    quantize: QuantizeFn,
+    quantizer_id: str,
+    *,
+    source="licenses",
+    n_tokens: int = 2048,
+    seq_len: int = 512,
+    layers: Sequence[str] | str | None = None,
+    unselected: str | QuantizeFn | None = None,
+    unselected_id: str | None = None,
+    store: str = "X",
+    add_bos: bool = False,
+    cache_dir=None,
+    regenerate: bool = False,
+    progress: bool = True,
+) -> dict[str, CachedLayer]:
+    """:func:`sequential_capture` with an on-disk cache.
+
+    A callable cannot be hashed reliably, so the caller names it:
+    ``quantizer_id`` (and ``unselected_id`` when ``unselected`` is a
+    callable) must change whenever the quantizer's behaviour changes.  The
+    key also holds the whole selection, since ``X_tilde`` of a layer depends
+    on how every earlier layer was treated.  Any miss reruns the whole
+    sequential pass.  Stored: ``X``/``X_tilde`` (``store="X"``) or
+    ``H``/``H_tilde``/``G`` (``store="H"``).
+    """
+    if not isinstance(model, GGUFModel):
+        raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
+    if not isinstance(quantizer_id, str) or not quantizer_id:
+        raise ValueError("quantizer_id: a non-empty string naming the quantize callback is required")
+    if callable(unselected):
+        if not isinstance(unselected_id, str) or not unselected_id:
+            raise ValueError("unselected_id: required (non-empty str) when unselected is a callable")
+        unsel_key = "callable:" + unselected_id
+    elif unselected in (None, "float"):
+        unsel_key = "float"
+    else:
+        raise ValueError(f"unselected: expected 'float' or a callable, got {unselected!r}")
+    cdir = _resolve_dir(cache_dir)
+    sel = model.resolve_layers(layers)
+    if unselected is None and len(sel) < len(model.linear_layers()):
+        raise ValueError(
+            "unselected: layers is a strict subset, so say what happens to the other layers: "
+            "unselected='float' or a quantize-like callback"
+        )
+    sample = load_text(source)
+    base = _base_key(model, sample, n_tokens, seq_len, add_bos, store)
+    selection = hashlib.sha256("\n".join(l.name for l in sel).encode()).hexdigest()
+    base.update(
+        {
+            "mode": "sequential",
+            "quantizer_id": quantizer_id,
+            "unselected": unsel_key,
+            "selection_sha256": selection,
+        }
+    )
+    out: dict[str, CachedLayer] = {}
+    keys = {l.name: dict(base, layer=l.name) for l in sel}
+    all_hit = not regenerate
+    if all_hit:
+        for l in sel:
+            p = cache_path(cdir, keys[l.name])
+            hit = load_npz(p, keys[l.name])
+            if hit is None:
+                all_hit = False
+                break
+            arrays, extra = hit
+            out[l.name] = CachedLayer(
+                l.name, arrays, extra.get("stats", {}), extra.get("stats_tilde"), extra.get("meta", {}), p, True, keys[l.name]
+            )
+    if all_hit:
+        return out
+    ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
+    meta_common = ct.metadata()
+    meta_common.update(
+        {"model": model.identity, "mode": "sequential", "quantizer_id": quantizer_id, "unselected": unsel_key}
+    )
+    keep = ("X", "X_tilde", "stats", "stats_tilde") if store == "X" else ("H", "H_tilde", "G", "stats", "stats_tilde")
+    recs = sequential_capture(
+        model, ct, quantize, [l.name for l in sel], unselected=unselected if unselected is not None else "float",
+        keep=keep, progress=progress,
+    )
+    out = {}
+    for l in sel:
+        r = recs[l.name]
+        arrays = {"X": r.X, "X_tilde": r.X_tilde} if store == "X" else {"H": r.H, "H_tilde": r.H_tilde, "G": r.G}
+        meta = dict(meta_common, layer=l.name, storage_type=l.storage_type, shape=list(l.shape))
+        p = cache_path(cdir, keys[l.name])
+        save_npz_atomic(p, arrays, keys[l.name], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
+        out[l.name] = CachedLayer(l.name, arrays, r.stats, r.stats_tilde, meta, p, False, keys[l.name])
+    return out

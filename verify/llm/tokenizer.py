@@ -1,0 +1,115 @@
+"""Build a ``tokenizers.Tokenizer`` offline from GGUF tokenizer metadata.
+
+Supports the byte-level BPE ("gpt2") tokenizers of llama.cpp GGUF files whose
+pre-tokenizer splits digits individually (``tokenizer.ggml.pre`` in
+``{"smollm", "starcoder", "refact"}``), i.e. the HuggingFace pipeline
+``Sequence([Digits(individual_digits=True), ByteLevel(add_prefix_space=False)])``
+with a ``ByteLevel`` decoder.  Control tokens (``token_type == 3``, e.g.
+``<|im_start|>``) are registered as special tokens.
+
+BOS: the GGUF file of SmolLM2 sets ``tokenizer.ggml.add_bos_token = True``
+(BOS = ``<|im_start|>``) while the original HuggingFace tokenizer adds no BOS.
+:func:`encode` therefore takes an explicit ``add_bos`` argument and adds none
+by default.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .gguf_model import GGUFModel, load_model
+
+__all__ = ["build_tokenizer", "encode", "decode", "SUPPORTED_PRE"]
+
+#: llama.cpp pre-tokenizer names that use "split every digit, then GPT-2 regex".
+SUPPORTED_PRE = ("smollm", "starcoder", "refact", "codeshell", "exaone", "minerva")
+
+_TOK_CACHE: dict[str, object] = {}
+
+
+def _require_tokenizers():
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError(
+            "the 'tokenizers' package is needed; install the llm extra: pip install 'provable-ptq[llm]'"
+        ) from exc
+    return tokenizers
+
+
+def build_tokenizer(model: GGUFModel | None = None):
+    """Return a ``tokenizers.Tokenizer`` equivalent to the GGUF tokenizer.
+
+    ``model`` defaults to :func:`load_model` ``()``.  The result is memoized per
+    GGUF file.
+    """
+    tk = _require_tokenizers()
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    if model is None:
+        model = load_model()
+    if not isinstance(model, GGUFModel):
+        raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
+    key = str(model.path)
+    if key in _TOK_CACHE:
+        return _TOK_CACHE[key]
+    r = model.reader
+    kind = r.fields["tokenizer.ggml.model"].contents()
+    pre = r.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in r.fields else "default"
+    if kind != "gpt2":
+        raise ValueError(f"model: tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')")
+    if pre not in SUPPORTED_PRE:
+        raise ValueError(f"model: pre-tokenizer {pre!r} is not supported (supported: {SUPPORTED_PRE})")
+    tokens: list[str] = r.fields["tokenizer.ggml.tokens"].contents()
+    merges_raw: list[str] = r.fields["tokenizer.ggml.merges"].contents()
+    types = np.asarray(r.fields["tokenizer.ggml.token_type"].contents())
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError("model: duplicate tokens in tokenizer.ggml.tokens")
+    merges = []
+    for m in merges_raw:
+        a, sep, b = m.partition(" ")
+        if not sep:
+            raise ValueError(f"model: malformed merge {m!r}")
+        merges.append((a, b))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    special = [tokens[i] for i in np.flatnonzero(types == 3)]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in special])
+    _TOK_CACHE[key] = tok
+    del tk
+    return tok
+
+
+def encode(text: str, model: GGUFModel | None = None, *, add_bos: bool = False) -> np.ndarray:
+    """Token ids (``int64``) of ``text``; optionally prepend the GGUF BOS id."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    if model is None:
+        model = load_model()
+    ids = build_tokenizer(model).encode(text, add_special_tokens=False).ids
+    if add_bos:
+        ids = [bos_id(model)] + ids
+    return np.asarray(ids, dtype=np.int64)
+
+
+def decode(ids: Sequence[int] | np.ndarray, model: GGUFModel | None = None, *, skip_special: bool = False) -> str:
+    """Text of a sequence of token ids."""
+    if model is None:
+        model = load_model()
+    return build_tokenizer(model).decode([int(i) for i in np.asarray(ids).ravel()], skip_special_tokens=skip_special)
+
+
+def bos_id(model: GGUFModel) -> int:
+    f = model.reader.fields.get("tokenizer.ggml.bos_token_id")
+    if f is None:
+        raise ValueError("model: the GGUF file has no BOS token id")
+    return int(f.contents())
