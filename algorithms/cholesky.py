@@ -66,8 +66,8 @@ def _explain_failure(H, lam, name: str):
     return (
         f"the damped Hessian {name}ᵀ{name} + λI (λ = {lam:.6g}) is not numerically positive definite "
         f"(smallest eigenvalue {w[0]:.3e}, largest {w[-1]:.3e}; {name} has dead or linearly dependent "
-        f"features). Pass lam ≥ {lam_min_needed:.3e} (e.g. lam={max(lam_min_needed, 1e-2 * mean_diag):.3e}, "
-        f"1% of the mean of diag({name}ᵀ{name})), or percdamp=0.01."
+        f"features): pass lam ≥ {lam_min_needed:.3e}, e.g. lam={max(lam_min_needed, 1e-2 * mean_diag):.3e} "
+        f"(1% of the mean of diag({name}ᵀ{name})), or percdamp=0.01"
     )
 
 
@@ -92,8 +92,8 @@ def inverse_cholesky_upper(xp, H, lam: float, *, name: str = "X"):
         if float(xp.min(piv)) ** 2 <= N * eps(H.dtype) * dmax:
             raise ValueError(
                 f"{name}ᵀ{name} is numerically singular (a feature is dead or a linear combination of "
-                f"later ones) and lam = 0: pass lam > 0 (e.g. lam={1e-2 * dmax / max(N, 1):.3e}) or "
-                "percdamp=0.01"
+                f"later ones) and lam = 0: pass lam > 0, e.g. lam={1e-2 * dmax:.3e} (1% of the largest "
+                f"diagonal entry of {name}ᵀ{name}), or percdamp=0.01"
             )
     eye = xp.eye(N, dtype=H.dtype, device=getattr(H, "device", None))
     Linv = solve_triangular(xp, L, eye, lower=True)

@@ -133,6 +133,12 @@ class Grid:
                      static_groups=self.static_groups, perchannel=self.perchannel)
         return d
 
+    def check_rows(self, n: int) -> None:
+        if self.kind == "symmetric" and hasattr(self.delta, "shape") and self.delta.shape[0] != n:
+            raise ValueError(
+                f"grid delta has {self.delta.shape[0]} rows but W has {n}; a per-row delta must be n x 1"
+            )
+
     def check_dividing(self, N: int) -> None:
         if self.group_size is not None and N % self.group_size != 0:
             raise ValueError(

@@ -79,7 +79,7 @@ def optq(
     """
     xp = check_layer(W, X)
     n, N = W.shape
-    opts = _check_options(grid, N, rounding, rng, block_size, method, dead)
+    opts = _check_options(grid, n, N, rounding, rng, block_size, method, dead)
     check_lambda(lam, percdamp)
     dtype = W.dtype
     dev = device_of(W)
@@ -100,12 +100,13 @@ def optq(
     )
 
 
-def _check_options(grid, N, rounding, rng, block_size, method, dead):
+def _check_options(grid, n, N, rounding, rng, block_size, method, dead):
     if not isinstance(grid, Grid):
         raise TypeError(
             f"grid must be an algorithms.Grid (Grid.symmetric(delta, K), Grid.gptq(bits, ...)), got {type(grid).__name__}"
         )
     grid.check_dividing(N)
+    grid.check_rows(n)
     check_choice("rounding", rounding, ROUNDINGS)
     check_choice("method", method, METHODS)
     check_choice("dead", dead, ("zero", "keep"))

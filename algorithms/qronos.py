@@ -54,7 +54,7 @@ def qronos(
     xp = check_layer(W, X, X_tilde)
     n, N = W.shape
     check_choice("variant", variant, VARIANTS)
-    opts = _check_options(grid, N, rounding, rng, block_size, method, "keep")
+    opts = _check_options(grid, n, N, rounding, rng, block_size, method, "keep")
     check_lambda(lam, percdamp)
     dtype = W.dtype
     dev = device_of(W)

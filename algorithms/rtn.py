@@ -23,6 +23,7 @@ def rtn(W, grid: Grid, *, rounding: str = "nearest", rng=None) -> QuantResult:
         raise ValueError("rounding='stochastic' needs rng=numpy.random.default_rng(seed)")
     n, N = W.shape
     grid.check_dividing(N)
+    grid.check_rows(n)
     dev = device_of(W)
     perm = xp.arange(N, device=dev)
     spec = grid

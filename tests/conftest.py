@@ -1,0 +1,80 @@
+"""Shared fixtures: one test body runs on every available array backend.
+
+``xp`` is parametrized over NumPy, torch (CPU; a second array-API library, when installed) and
+CuPy (only when CuPy imports and a GPU is present). Backend skips are declared here once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+
+def _cupy_ready() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _torch_ready() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+BACKENDS = [
+    pytest.param("numpy", id="numpy"),
+    pytest.param("torch", id="torch", marks=pytest.mark.skipif(not _torch_ready(), reason="torch not installed")),
+    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu,
+                                           pytest.mark.skipif(not _cupy_ready(), reason="CuPy or a GPU is absent")]),
+]
+
+
+class Backend:
+    """An array namespace plus conversions, for tests that run on every backend."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "numpy":
+            import array_api_compat.numpy as xp
+        elif name == "torch":
+            import array_api_compat.torch as xp
+        else:
+            import array_api_compat.cupy as xp
+        self.xp = xp
+
+    def asarray(self, a, dtype=None):
+        a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+        if self.name == "numpy":
+            return a
+        if self.name == "torch":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(a))
+        import cupy
+
+        return cupy.asarray(a)
+
+    @staticmethod
+    def numpy(a):
+        if a is None or isinstance(a, np.ndarray):
+            return a
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
+            return a.get()
+        if mod.startswith("torch"):
+            return a.detach().cpu().numpy()
+        return np.asarray(a)
+
+    def __repr__(self):
+        return f"Backend({self.name})"
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request) -> Backend:
+    return Backend(request.param)

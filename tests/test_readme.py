@@ -1,0 +1,28 @@
+"""The README's set-up is two commands: install and run `ptq-bounds verify`, then run the tests;
+`.ci/run` executes exactly that block."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- setup:begin -->\n```bash\n(.*?)```\n<!-- setup:end -->", text, re.S)
+    assert block, "README.md must hold the set-up block between <!-- setup:begin --> and <!-- setup:end -->"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_two_setup_commands():
+    cmds = setup_commands()
+    assert len(cmds) == 2
+    assert "pip install" in cmds[0] and cmds[0].rstrip().endswith("ptq-bounds verify")
+    assert "pytest" in cmds[1]
+
+
+def test_ci_runs_the_readme_block():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "setup:begin" in ci and "README.md" in ci and "venv" in ci
