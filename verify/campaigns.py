@@ -1,0 +1,137 @@
+"""The built-in campaigns.
+
+``default`` (what ``ptq-bounds verify`` runs) is the union of small studies, each aimed at a set
+of claims and at one figure:
+
+* ``families``    every data family × OPTQ (GPTQ grids, float64 and float32), Qronos and RTN;
+* ``lambda``      λ sweep, deterministic OPTQ on δZ (T1 and its looser forms, L1; figure 1);
+* ``ordering``    natural / decreasing / increasing / random orders (O1; figure 2);
+* ``stochastic``  R trials of one weight vector, stochastic OPTQ on δZ and on a finite grid sized by
+  the T3 condition (T2 tail, high-probability and expectation forms, T3; figure 3);
+* ``mismatch``    Qronos (both variants) and OPTQ on X̃ as the mismatch grows (T4, T5; figure 4);
+* ``alphabet``    N grows; the K a run actually needs against P1 and T3 (figure 5);
+* ``p1``          finite grids sized exactly by the P1 condition (P1 in scope and tight).
+
+Tightness (figure 6) reads every cell. ``quick`` is a smaller campaign for smoke tests.
+"""
+
+from __future__ import annotations
+
+from .campaign import Campaign, Cell
+
+__all__ = ["CAMPAIGNS", "default_campaign", "quick_campaign", "get_campaign"]
+
+GPTQ4 = {"kind": "gptq", "bits": 4, "sym": True}
+DZ = {"kind": "symmetric", "delta_rel": 0.125, "K": None}
+
+
+def _families():
+    cells = []
+    fams = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
+    for fam in fams:
+        m = 48 if fam == "wide" else 256
+        base = dict(family=fam, m=m, N=64, n=32)
+        cells.append(Cell("families", dict(base, algorithm="optq", grid=GPTQ4, percdamp=0.01, order="decreasing")))
+        cells.append(Cell("families", dict(base, algorithm="optq", grid={"kind": "gptq", "bits": 3, "sym": False,
+                                                                         "group_size": 16},
+                                           percdamp=0.01, order="decreasing", dtype="float32")))
+        cells.append(Cell("families", dict(base, algorithm="optq", grid=DZ, lam_rel=0.01, order="natural")))
+        cells.append(Cell("families", dict(base, algorithm="rtn", grid=GPTQ4)))
+        cells.append(Cell("families", dict(base, algorithm="qronos", variant="projection", grid=GPTQ4,
+                                           lam_rel=0.01, order="decreasing",
+                                           mismatch={"kind": "quantized", "level": 0.05})))
+    return cells
+
+
+def _lambda():
+    cells = []
+    for fam in ("tall", "ill_conditioned"):
+        for lam_rel in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
+            cells.append(Cell("lambda", dict(family=fam, m=256, N=64, n=64, algorithm="optq", grid=DZ,
+                                             lam_rel=lam_rel, order="decreasing")))
+    return cells
+
+
+def _ordering():
+    cells = []
+    for fam in ("tall", "heavy_tailed", "ill_conditioned"):
+        for order in ("natural", "decreasing", "increasing", "random"):
+            cells.append(Cell("ordering", dict(family=fam, m=256, N=64, n=64, algorithm="optq", grid=DZ,
+                                               lam_rel=0.01, order=order)))
+    return cells
+
+
+def _stochastic():
+    cells = []
+    for fam in ("tall", "heavy_tailed", "dead"):
+        base = dict(family=fam, m=128, N=48, n=2000, same_w=True, algorithm="optq", rounding="stochastic",
+                    lam_rel=0.05, order="decreasing")
+        cells.append(Cell("stochastic", dict(base, grid=DZ)))
+        cells.append(Cell("stochastic", dict(base, grid={"kind": "symmetric", "delta_rel": 0.125, "K": "t3"})))
+    return cells
+
+
+def _mismatch():
+    cells = []
+    for level in (0.01, 0.03, 0.1, 0.3):
+        base = dict(family="tall", m=192, N=48, n=32, lam_rel=0.01, order="decreasing",
+                    mismatch={"kind": "noise", "level": level}, grid={"kind": "symmetric", "delta_rel": 0.125,
+                                                                      "K": "auto", "K_extra": 24})
+        for variant in ("projection", "original"):
+            cells.append(Cell("mismatch", dict(base, algorithm="qronos", variant=variant)))
+        cells.append(Cell("mismatch", dict(base, algorithm="optq")))
+    for level in (0.03, 0.3):
+        for variant in ("projection", "original"):
+            cells.append(Cell("mismatch", dict(family="tall", m=192, N=48, n=1500, same_w=True, lam_rel=0.01,
+                                               order="decreasing", rounding="stochastic", algorithm="qronos",
+                                               variant=variant, mismatch={"kind": "noise", "level": level},
+                                               grid=DZ)))
+    return cells
+
+
+def _alphabet():
+    cells = []
+    for N in (16, 32, 64, 128, 256):
+        base = dict(family="tall", m=2 * N, N=N, algorithm="optq", lam_rel=0.01, order="natural", grid=DZ)
+        cells.append(Cell("alphabet", dict(base, n=64)))
+        cells.append(Cell("alphabet", dict(base, n=400, same_w=True, rounding="stochastic")))
+    return cells
+
+
+def _p1():
+    cells = []
+    for fam in ("tall", "dead", "duplicate", "heavy_tailed"):
+        cells.append(Cell("p1", dict(family=fam, m=192, N=48, n=32, algorithm="optq", lam_rel=0.05,
+                                     order="decreasing", grid={"kind": "symmetric", "delta_rel": 0.125, "K": "p1"})))
+    return cells
+
+
+def default_campaign(seed: int = 0) -> Campaign:
+    cells = _families() + _lambda() + _ordering() + _stochastic() + _mismatch() + _alphabet() + _p1()
+    return Campaign(name="default", seed=seed, cells=tuple(cells),
+                    description="the built-in Monte Carlo campaign: every claim, synthetic data families")
+
+
+def quick_campaign(seed: int = 0) -> Campaign:
+    """A few cells of each kind (a smoke test, seconds)."""
+    full = default_campaign(seed).cells
+    keep, seen = [], {}
+    for c in full:
+        k = (c.study, c.config.get("algorithm"), c.config.get("rounding", "nearest"), c.config.get("variant"),
+             c.config["grid"].get("K"))
+        if seen.get(k, 0) < 1:
+            seen[k] = seen.get(k, 0) + 1
+            cfg = dict(c.config)
+            if cfg.get("n", 1) > 300:
+                cfg["n"] = 300
+            keep.append(Cell(c.study, cfg))
+    return Campaign(name="quick", seed=seed, cells=tuple(keep), description="a smoke test of every cell kind")
+
+
+CAMPAIGNS = {"default": default_campaign, "quick": quick_campaign}
+
+
+def get_campaign(name: str, seed: int = 0) -> Campaign:
+    if name not in CAMPAIGNS:
+        raise ValueError(f"unknown campaign {name!r}; choose one of {', '.join(CAMPAIGNS)}")
+    return CAMPAIGNS[name](seed)

@@ -1,0 +1,89 @@
+"""Where campaign cells run: ``concurrent.futures``-style executors.
+
+* ``"process"`` (default): local worker processes (``spawn``; BLAS limited to one thread per
+  worker so that workers do not oversubscribe the cores);
+* ``"serial"``: in this process (debugging, tests, one core);
+* ``"dask"``: a Dask distributed cluster (``--scheduler ADDRESS``, or a ``LocalCluster`` when no
+  address is given), through ``Client.get_executor()``; needs the ``dist`` extra.
+
+Cells are pure functions of their configuration and seed, so every executor gives the same
+results; only the main process writes to the store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from contextlib import contextmanager
+
+__all__ = ["EXECUTORS", "executor"]
+
+EXECUTORS = ("process", "serial", "dask")
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+class SerialExecutor(cf.Executor):
+    """Runs each task at submission, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            fut.set_exception(exc)
+        return fut
+
+
+@contextmanager
+def executor(kind: str = "process", *, workers: int | None = None, scheduler: str | None = None):
+    """Context manager yielding an executor of ``kind``."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    if kind == "serial" or (kind == "process" and workers == 1):
+        yield SerialExecutor()
+        return
+    if kind == "process":
+        n = workers or os.cpu_count() or 1
+        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
+        for v in _THREAD_VARS:
+            os.environ[v] = "1"
+        try:
+            pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+        finally:
+            for v, old in saved.items():
+                if old is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = old
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            pool.shutdown(wait=True)
+        return
+    # dask
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ImportError(
+            "the dask executor needs the 'dist' extra: pip install 'provable-ptq[dist]'"
+        ) from exc
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
