@@ -9,6 +9,9 @@ import pytest
 
 pytestmark = pytest.mark.llm
 
+# single-threaded BLAS: multithreaded OpenBLAS spins badly on a busy 2-core box
+os.environ.setdefault("PTQ_BLAS_THREADS", "1")
+
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
 

@@ -1,5 +1,6 @@
 """Calibration capture for PTQ on SmolLM2-135M: float X and sequential X_tilde."""
 
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.llm
+
+# single-threaded BLAS: multithreaded OpenBLAS spins badly on a busy 2-core box
+os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
@@ -192,7 +196,7 @@ def test_layer_stats():
     X[5, 1] = 1e3
     s = layer_stats(X)
     assert s["dead_columns"] == 1 and s["dead_columns_H"] == 1
-    assert s["cond"] == np.inf or s["cond"] > 1e12
+    assert s["cond"] == np.inf
     assert s["numerical_rank"] == 7
     assert s["outlier_ratio"] > 500
     with pytest.raises(ValueError, match="X"):

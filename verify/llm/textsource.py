@@ -187,16 +187,23 @@ def calibration_tokens(
     n_tokens: int = 2048,
     seq_len: int = 512,
     *,
-    add_bos: bool = False,
+    add_bos: bool | None = None,
 ) -> CalibrationTokens:
     """The first ``n_tokens`` tokens of a text source as ``[n_tokens // seq_len, seq_len]``.
 
     The whole text is tokenized once and cut into consecutive, non-overlapping
     sequences.  With ``add_bos`` every sequence starts with the BOS id (which
-    counts towards ``seq_len``).  ``n_tokens`` must be a multiple of
-    ``seq_len``.
+    counts towards ``seq_len``); ``add_bos=None`` uses the model default
+    (``config.add_bos_default``: off for SmolLM2, on for Gemma-3).
+    ``n_tokens`` must be a multiple of ``seq_len``.
     """
     from .tokenizer import bos_id, encode
+
+    if add_bos is None:
+        add_bos = bool(model.config.add_bos_default)
+    if not isinstance(add_bos, (bool, np.bool_)):
+        raise TypeError(f"add_bos must be a bool or None, got {type(add_bos).__name__}")
+    add_bos = bool(add_bos)
 
     for nm, v in (("n_tokens", n_tokens), ("seq_len", seq_len)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):

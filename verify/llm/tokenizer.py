@@ -7,6 +7,12 @@ pre-tokenizer splits digits individually (``tokenizer.ggml.pre`` in
 with a ``ByteLevel`` decoder.  Control tokens (``token_type == 3``, e.g.
 ``<|im_start|>``) are registered as special tokens.
 
+SentencePiece-BPE ("llama") tokenizers (Gemma-3) are rebuilt as a
+``tokenizers`` BPE model: the merges are derived from the piece scores (a
+piece is formed from any split into two pieces; lower rank = earlier merge),
+with byte fallback, spaces mapped to "▁" and no space prefix; user-defined
+pieces (newline runs, space runs, HTML tags) are added tokens.
+
 BOS: the GGUF file of SmolLM2 sets ``tokenizer.ggml.add_bos_token = True``
 (BOS = ``<|im_start|>``) while the original HuggingFace tokenizer adds no BOS.
 :func:`encode` therefore takes an explicit ``add_bos`` argument and adds none
@@ -46,8 +52,6 @@ def build_tokenizer(model: GGUFModel | None = None):
     GGUF file.
     """
     tk = _require_tokenizers()
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
     if model is None:
         model = load_model()
     if not isinstance(model, GGUFModel):
@@ -58,8 +62,20 @@ def build_tokenizer(model: GGUFModel | None = None):
     r = model.reader
     kind = r.fields["tokenizer.ggml.model"].contents()
     pre = r.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in r.fields else "default"
-    if kind != "gpt2":
-        raise ValueError(f"model: tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')")
+    if kind == "gpt2":
+        tok = _byte_level_bpe(r, pre)
+    elif kind == "llama":
+        tok = _sentencepiece_bpe(r)
+    else:
+        raise ValueError(f"model: tokenizer model {kind!r} is not supported ('gpt2' and 'llama' are)")
+    _TOK_CACHE[key] = tok
+    del tk
+    return tok
+
+
+def _byte_level_bpe(r, pre: str):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
     if pre not in SUPPORTED_PRE:
         raise ValueError(f"model: pre-tokenizer {pre!r} is not supported (supported: {SUPPORTED_PRE})")
     tokens: list[str] = r.fields["tokenizer.ggml.tokens"].contents()
@@ -84,8 +100,44 @@ def build_tokenizer(model: GGUFModel | None = None):
     tok.decoder = decoders.ByteLevel()
     special = [tokens[i] for i in np.flatnonzero(types == 3)]
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in special])
-    _TOK_CACHE[key] = tok
-    del tk
+    return tok
+
+
+def _sentencepiece_bpe(r):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tokens: list[str] = r.fields["tokenizer.ggml.tokens"].contents()
+    scores = np.asarray(r.fields["tokenizer.ggml.scores"].contents(), dtype=np.float64)
+    types = np.asarray(r.fields["tokenizer.ggml.token_type"].contents())
+    if r.fields.get("tokenizer.ggml.add_space_prefix") is not None and r.fields["tokenizer.ggml.add_space_prefix"].contents():
+        raise ValueError("model: SentencePiece tokenizers with add_space_prefix are not supported")
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    normal = [i for i in np.argsort(-scores, kind="stable") if types[i] == 1]
+    rank = {tokens[i]: r_ for r_, i in enumerate(normal)}
+    merges: list[tuple[int, int, int, str, str]] = []
+    for piece, rk in rank.items():
+        for j in range(1, len(piece)):
+            a, b = piece[:j], piece[j:]
+            if a in rank and b in rank:
+                merges.append((rk, rank[a], rank[b], a, b))
+    merges.sort()
+    unk = tokens[int(r.fields["tokenizer.ggml.unknown_token_id"].contents())] if "tokenizer.ggml.unknown_token_id" in r.fields else None
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=[(a, b) for *_, a, b in merges],
+            byte_fallback=True,
+            fuse_unk=True,
+            unk_token=unk,
+        )
+    )
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i in np.flatnonzero(types == 3)])
+    tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i in np.flatnonzero(types == 4)])
     return tok
 
 
