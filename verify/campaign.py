@@ -92,7 +92,14 @@ def cell_seed(campaign_seed: int, key: str) -> int:
 # building data, grids and runs from a configuration
 # ------------------------------------------------------------------------------------------------
 def make_layer(cfg: dict, rng: np.random.Generator):
-    """``(W, X, X_tilde)`` of a cell (``X_tilde`` is None without a mismatch)."""
+    """``(W, X, X_tilde)`` of a cell (``X_tilde`` is None without a mismatch).
+
+    Cells with an ``"llm"`` entry take a real layer's weights and captured inputs instead
+    (:func:`verify.llm.campaign.load_layer_data`)."""
+    if "llm" in cfg:
+        from .llm.campaign import load_layer_data
+
+        return load_layer_data(cfg, rng)
     from .data import make_X, mismatch
 
     fam, m, N = cfg["family"], int(cfg["m"]), int(cfg["N"])
