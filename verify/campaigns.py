@@ -4,15 +4,20 @@
 of claims and at one figure:
 
 * ``families``    every data family × OPTQ (GPTQ grids, float64 and float32), Qronos and RTN;
-* ``lambda``      λ sweep, deterministic OPTQ on δZ (T1 and its looser forms, L1; figure 1);
+* ``lambda``      λ sweep (11 values), deterministic OPTQ on δZ (T1 and its looser forms, L1; figures 1, 7);
 * ``ordering``    natural / decreasing / increasing / random orders (O1; figure 2);
 * ``stochastic``  R trials of one weight vector, stochastic OPTQ on δZ and on a finite grid sized by
-  the T3 condition (T2 tail, high-probability and expectation forms, T3; figure 3);
+  the T3 condition (T2 tail, high-probability and expectation forms, T3; figure 3), and a
+  deterministic companion per family (nearest rounding on the same X and w, one row);
 * ``mismatch``    Qronos (both variants) and OPTQ on X̃ as the mismatch grows (T4, T5; figure 4);
 * ``alphabet``    N grows; the K a run actually needs against P1 and T3 (figure 5);
 * ``p1``          finite grids sized exactly by the P1 condition (P1 in scope and tight).
 
 Tightness (figure 6) reads every cell. ``quick`` is a smaller campaign for smoke tests.
+
+Cells compared with each other in a figure share a ``pair`` name: they draw the same data
+(:attr:`verify.campaign.Cell.seed_key`), so a λ sweep, the orders, OPTQ against Qronos and
+deterministic against stochastic rounding are compared on identical ``X``, ``W`` and ``X̃``.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ def _families():
 def _lambda():
     cells = []
     for fam in ("tall", "ill_conditioned"):
-        for lam_rel in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
+        for lam_rel in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0):
             cells.append(Cell("lambda", dict(family=fam, m=256, N=64, n=64, algorithm="optq", grid=DZ,
-                                             lam_rel=lam_rel, order="decreasing")))
+                                             lam_rel=lam_rel, order="decreasing", pair=fam)))
     return cells
 
 
@@ -57,7 +62,7 @@ def _ordering():
     for fam in ("tall", "heavy_tailed", "ill_conditioned"):
         for order in ("natural", "decreasing", "increasing", "random"):
             cells.append(Cell("ordering", dict(family=fam, m=256, N=64, n=64, algorithm="optq", grid=DZ,
-                                               lam_rel=0.01, order=order)))
+                                               lam_rel=0.01, order=order, pair=fam)))
     return cells
 
 
@@ -65,16 +70,18 @@ def _stochastic():
     cells = []
     for fam in ("tall", "heavy_tailed", "dead"):
         base = dict(family=fam, m=128, N=48, n=2000, same_w=True, algorithm="optq", rounding="stochastic",
-                    lam_rel=0.05, order="decreasing")
+                    lam_rel=0.05, order="decreasing", pair=fam)
         cells.append(Cell("stochastic", dict(base, grid=DZ)))
         cells.append(Cell("stochastic", dict(base, grid={"kind": "symmetric", "delta_rel": 0.125, "K": "t3"})))
+        # deterministic companion on the same X and w (same pairing group; one row): figure 3
+        cells.append(Cell("stochastic", dict(base, n=1, rounding="nearest", grid=DZ)))
     return cells
 
 
 def _mismatch():
     cells = []
     for level in (0.01, 0.03, 0.1, 0.3):
-        base = dict(family="tall", m=192, N=48, n=32, lam_rel=0.01, order="decreasing",
+        base = dict(family="tall", m=192, N=48, n=32, lam_rel=0.01, order="decreasing", pair=f"level {level}",
                     mismatch={"kind": "noise", "level": level}, grid={"kind": "symmetric", "delta_rel": 0.125,
                                                                       "K": "auto", "K_extra": 24})
         for variant in ("projection", "original"):
@@ -83,6 +90,7 @@ def _mismatch():
     for level in (0.03, 0.3):
         for variant in ("projection", "original"):
             cells.append(Cell("mismatch", dict(family="tall", m=192, N=48, n=1500, same_w=True, lam_rel=0.01,
+                                               pair=f"stochastic level {level}",
                                                order="decreasing", rounding="stochastic", algorithm="qronos",
                                                variant=variant, mismatch={"kind": "noise", "level": level},
                                                grid=DZ)))
@@ -92,7 +100,8 @@ def _mismatch():
 def _alphabet():
     cells = []
     for N in (16, 32, 64, 128, 256):
-        base = dict(family="tall", m=2 * N, N=N, algorithm="optq", lam_rel=0.01, order="natural", grid=DZ)
+        base = dict(family="tall", m=2 * N, N=N, algorithm="optq", lam_rel=0.01, order="natural", grid=DZ,
+                    pair=f"N={N}")
         cells.append(Cell("alphabet", dict(base, n=64)))
         cells.append(Cell("alphabet", dict(base, n=400, same_w=True, rounding="stochastic")))
     return cells
@@ -128,7 +137,29 @@ def quick_campaign(seed: int = 0) -> Campaign:
     return Campaign(name="quick", seed=seed, cells=tuple(keep), description="a smoke test of every cell kind")
 
 
-CAMPAIGNS = {"default": default_campaign, "quick": quick_campaign}
+def smoke_campaign(seed: int = 0) -> Campaign:
+    """Eight tiny cells (deterministic, stochastic, Qronos, RTN): for tests of the machinery."""
+    base = dict(family="tall", m=48, N=12, n=6, lam_rel=0.05, order="decreasing")
+    cells = [
+        Cell("smoke", dict(base, algorithm="optq", grid=GPTQ4)),
+        Cell("smoke", dict(base, algorithm="optq", grid=DZ, family="ill_conditioned")),
+        Cell("smoke", dict(base, algorithm="optq", grid=DZ, family="dead")),
+        Cell("smoke", dict(base, algorithm="optq", grid=DZ, rounding="stochastic", n=200, same_w=True)),
+        Cell("smoke", dict(base, algorithm="qronos", variant="projection", grid=DZ,
+                           mismatch={"kind": "noise", "level": 0.1})),
+        Cell("smoke", dict(base, algorithm="qronos", variant="original", grid=DZ,
+                           mismatch={"kind": "noise", "level": 0.1})),
+        Cell("smoke", dict(base, algorithm="rtn", grid=GPTQ4)),
+        Cell("smoke", dict(base, algorithm="optq", family="heavy_tailed",
+                           grid={"kind": "symmetric", "delta_rel": 0.125, "K": "p1"})),
+    ]
+    return Campaign(name="smoke", seed=seed, cells=tuple(cells), description="eight tiny cells (machinery tests)")
+
+
+CAMPAIGNS = {"default": default_campaign, "quick": quick_campaign, "smoke": smoke_campaign}
+
+#: campaigns that must exercise every claim (``ptq-bounds verify`` fails otherwise)
+FULL_COVERAGE = ("default",)
 
 
 def get_campaign(name: str, seed: int = 0) -> Campaign:

@@ -13,6 +13,11 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS = {
     "verify": ("verify.commands.verify_cmd", "run a verification campaign (default: the built-in Monte Carlo campaign)"),
+    "check-layer": ("verify.commands.check_layer", "check every applicable claim on your own layer (W, X[, X_tilde])"),
+    "audit": ("verify.commands.audit", "audit your own quantizer MODULE:FUNCTION against the claims"),
+    "figures": ("figures.command", "draw the verification figures from stored results"),
+    "paper-checks": ("verify.commands.paper_checks", "regenerate paper_checks.md from the claims and stored results"),
+    "export": ("verify.commands.export", "export a campaign's verdicts from the store as CSV or JSON"),
     "bench": ("verify.bench", "time OPTQ against the BLAS-3 floor on this machine and store the results"),
 }
 

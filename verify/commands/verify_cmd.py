@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..campaigns import CAMPAIGNS, get_campaign
+from ..campaigns import CAMPAIGNS, FULL_COVERAGE, get_campaign
 from ..executor import EXECUTORS
 from ..runner import format_summary, run_campaign, write_json
 from ..store import Store
@@ -65,4 +65,8 @@ def run(args) -> int:
         return 1
     if summary["errors"]:
         return 2
+    complete = summary["cells"] == summary["cells_expected"]
+    if complete and campaign.name in FULL_COVERAGE and summary["not_exercised"]:
+        print("claims never in scope: " + ", ".join(summary["not_exercised"]), file=sys.stderr)
+        return 3
     return 0

@@ -1,0 +1,157 @@
+"""``ptq-bounds check-layer W.npy X.npy [--x-tilde Xt.npy]``: every applicable claim on your own layer.
+
+``W`` is ``n × N`` (PyTorch ``Linear.weight`` layout), ``X`` is ``m × N`` (rows are calibration
+samples). Files: ``.npy``, ``.npz`` (one array, or ``file.npz:key``) or ``.safetensors``
+(``file.safetensors:key``; one tensor needs no key). The layer is quantized with OPTQ (and, with
+``--x-tilde``, Qronos in both variants and OPTQ on ``X̃``); every claim is checked on each run.
+Stochastic rounding repeats the layer ``--trials`` times (the rows are the trials). Text report,
+optional JSON; exit code 1 when a claim is violated, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p):
+    p.add_argument("W", help="weights n × N (.npy, .npz[:key], .safetensors[:key])")
+    p.add_argument("X", help="calibration inputs m × N")
+    p.add_argument("--x-tilde", dest="x_tilde", default=None, help="mismatched inputs m × N (enables Qronos)")
+    p.add_argument("--bits", type=int, default=4, help="bits of the GPTQ grid (default 4)")
+    p.add_argument("--asym", action="store_true", help="asymmetric grid (default symmetric)")
+    p.add_argument("--group-size", type=int, default=None, help="one scale per group of input features")
+    p.add_argument("--static-groups", action="store_true")
+    p.add_argument("--delta", type=float, default=None,
+                   help="use the symmetric grid δ·{−K..K} with this δ instead of a GPTQ grid (with --K)")
+    p.add_argument("--K", type=int, default=None, help="with --delta: K (default: infinite grid δZ)")
+    damp = p.add_mutually_exclusive_group()
+    damp.add_argument("--lam", type=float, default=None, help="absolute damping λ (H = XᵀX + λI)")
+    damp.add_argument("--percdamp", type=float, default=None, help="GPTQ's relative damping (default 0.01)")
+    p.add_argument("--order", default="natural", choices=("natural", "decreasing", "increasing"))
+    p.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"))
+    p.add_argument("--trials", type=int, default=1, help="stochastic rounding: repetitions of the layer")
+    p.add_argument("--eta", type=float, default=0.05, help="failure probability of the high-probability forms")
+    p.add_argument("--alpha", type=float, default=1e-3, help="false-alarm rate of the statistical tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    p.add_argument("--json", default=None, help="write the report as JSON")
+
+
+def load_array(spec: str, name: str) -> np.ndarray:
+    """An array from ``file.npy``, ``file.npz[:key]`` or ``file.safetensors[:key]``."""
+    path, key = spec, None
+    for ext in (".npz", ".safetensors"):
+        if ext + ":" in spec:
+            path, key = spec.split(ext + ":", 1)
+            path += ext
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: no such file {path}")
+    if p.suffix == ".npy":
+        a = np.load(p, allow_pickle=False)
+    elif p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.files)
+            if key is None:
+                if len(keys) != 1:
+                    raise ValueError(f"{name}: {path} holds {keys}; say which with {path}:KEY")
+                key = keys[0]
+            if key not in keys:
+                raise ValueError(f"{name}: {path} has no array {key!r} (it has {keys})")
+            a = z[key]
+    elif p.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as exc:
+            raise ImportError("reading .safetensors needs the safetensors package (the llm extra)") from exc
+        d = load_file(str(p))
+        if key is None:
+            if len(d) != 1:
+                raise ValueError(f"{name}: {path} holds {sorted(d)}; say which with {path}:KEY")
+            key = next(iter(d))
+        if key not in d:
+            raise ValueError(f"{name}: {path} has no tensor {key!r} (it has {sorted(d)})")
+        a = d[key]
+    else:
+        raise ValueError(f"{name}: unsupported file type {p.suffix!r}; use .npy, .npz or .safetensors")
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {a.shape} from {spec}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name} must hold floating-point numbers, got dtype {a.dtype}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or Inf ({int(np.sum(~np.isfinite(a)))} entries)")
+    return a
+
+
+def run(args) -> int:
+    import algorithms as A
+    import theory
+
+    try:
+        dt = np.dtype(args.dtype)
+        W = load_array(args.W, "W").astype(dt)
+        X = load_array(args.X, "X").astype(dt)
+        Xt = load_array(args.x_tilde, "X_tilde").astype(dt) if args.x_tilde else None
+        if X.shape[1] != W.shape[1]:
+            raise ValueError(f"shape mismatch: W is {W.shape} (n × N) but X is {X.shape}; X must be m × N "
+                             f"(rows are samples){' — it looks transposed' if X.shape[0] == W.shape[1] else ''}")
+        if Xt is not None and Xt.shape != X.shape:
+            raise ValueError(f"shape mismatch: X_tilde is {Xt.shape}, X is {X.shape}")
+        if args.trials < 1:
+            raise ValueError("--trials must be ≥ 1")
+        if args.delta is not None:
+            grid = A.Grid.symmetric(args.delta, args.K)
+        else:
+            grid = A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size,
+                               static_groups=args.static_groups)
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+        return 2
+    damp = {"lam": args.lam} if args.lam is not None else {"percdamp": 0.01 if args.percdamp is None else args.percdamp}
+    Wr = np.tile(W, (args.trials, 1)) if args.rounding == "stochastic" and args.trials > 1 else W
+    rng = np.random.default_rng(args.seed)
+    kw = dict(grid=grid, order=args.order, rounding=args.rounding, rng=rng, **damp)
+    runs = []
+    try:
+        r = A.optq(Wr, X, **kw)
+        runs.append(("optq", r, theory.Run.from_result(r, X)))
+        if Xt is not None:
+            r = A.optq(Wr, Xt, **kw)
+            runs.append(("optq on X_tilde", r, theory.Run.from_result(r, X, X_tilde=Xt)))
+            for v in ("projection", "original"):
+                r = A.qronos(Wr, X, Xt, variant=v, **kw)
+                runs.append((f"qronos-{v}", r, theory.Run.from_result(r, X, X_tilde=Xt, W=Wr)))
+    except ValueError as exc:
+        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+        return 2
+    report = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, "shape": {"n": W.shape[0], "N": W.shape[1],
+              "m": X.shape[0]}, "grid": grid.to_dict(), "order": args.order, "rounding": args.rounding,
+              "trials": args.trials, "runs": []}
+    violated = False
+    for label, res, run in runs:
+        verdicts = theory.check_all(run, alpha=args.alpha, eta=args.eta)
+        rows = []
+        for cid, v in verdicts.items():
+            d = v.to_dict()
+            rows.append(d)
+            violated |= v.violated
+        D = np.asarray(run.W, dtype=np.float64) - np.asarray(res.Q, dtype=np.float64)
+        err = float(np.linalg.norm(X.astype(np.float64) @ D.T)) if label == "optq" else None
+        report["runs"].append({"run": label, "lam": float(res.lam), "saturated_rows": int(np.sum(res.saturated)),
+                               "error_fro": err, "verdicts": rows})
+        print(f"\n== {label}: λ = {res.lam:.4g}, {int(np.sum(res.saturated))}/{len(res.saturated)} rows saturated")
+        print(f"{'claim':24s} {'status':14s} {'in':>6s} {'out':>6s} {'worst ratio':>12s}  reason / p-value")
+        for d in rows:
+            wr = "" if d.get("worst_ratio") is None else f"{d['worst_ratio']:.4g}"
+            extra = (f"p = {d['p_value']:.3g}" if d.get("p_value") is not None else
+                     "; ".join(f"{k} ({n})" for k, n in list(d["reasons"].items())[:1]))
+            print(f"{d['claim']:24s} {d['status']:14s} {d['in_scope']:6d} {d['out_of_scope']:6d} {wr:>12s}  {extra}")
+    print("\nVIOLATED: a claim failed on this layer" if violated else "\nno claim violated")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
+    return 1 if violated else 0
