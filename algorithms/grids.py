@@ -51,8 +51,10 @@ class Grid:
         """``δ·{−K, …, K}`` (``K=None``: the infinite grid ``δZ``). ``delta``: scalar or ``n × 1`` array."""
         if isinstance(delta, bool):
             raise TypeError("delta must be a positive number or an n x 1 array, got a bool")
+        if hasattr(delta, "shape") and tuple(delta.shape) == ():  # a 0-d array or NumPy scalar
+            delta = float(to_numpy(delta))
         if isinstance(delta, numbers.Real):
-            d = float(delta)
+            delta = d = float(delta)
             if not math.isfinite(d) or d <= 0:
                 raise ValueError(f"delta must be a finite positive step, got {delta}")
         elif hasattr(delta, "shape"):

@@ -7,7 +7,10 @@ For one entry with step ``δ``, zero point ``zp`` and integer range ``[qmin, qma
   so ``E[δ(k − zp)] = z`` and ``|z − δ(k − zp)| < δ``,
 
 then ``k`` is clipped to ``[qmin, qmax]`` and the level is ``q = δ·(k − zp)``. ``clipped`` says
-where clipping changed ``k`` (saturation).
+where the value saturated: for nearest rounding, where ``z`` lies more than half a step outside
+the grid's range (a value exactly half a step outside is a tie: clipping it changes the rounding
+but not the error ``|e| = δ/2``, and is not saturation); for stochastic rounding, where clipping
+changed the drawn ``k``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ def _clip(xp, k, qmin, qmax):
 
 def round_nearest(xp, z, scale, zero, qmin, qmax):
     """Nearest rounding of ``z`` (any shape, broadcasting with ``scale``/``zero``): ``(q, clipped)``."""
-    k = xp.round(z / scale) + zero
+    x = z / scale
+    k = xp.round(x) + zero  # as the reference: round first, then shift (ties to even on x)
     kc, clipped = _clip(xp, k, qmin, qmax)
+    if not (math.isinf(qmin) and math.isinf(qmax)):
+        clipped = clipped & (xp.abs(x + zero - kc) > 0.5)
     return scale * (kc - zero), clipped
 
 

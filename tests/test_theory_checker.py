@@ -1,0 +1,119 @@
+"""The generic checker's semantics: scope accounting, tolerances, exact tests, power helpers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import algorithms as A
+import theory as T
+from theory.checker import poisson_binomial_sf
+
+
+def test_poisson_binomial_tail_is_exact():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.6, 9)
+    for k in range(0, 11):
+        brute = 0.0
+        for bits in itertools.product([0, 1], repeat=9):
+            if sum(bits) >= k:
+                brute += np.prod([pi if b else 1 - pi for pi, b in zip(p, bits)])
+        assert abs(poisson_binomial_sf(k, p) - brute) < 1e-12
+    # equal probabilities: the binomial tail
+    assert abs(poisson_binomial_sf(3, np.full(20, 0.1)) - stats.binom.sf(2, 20, 0.1)) < 1e-12
+
+
+def test_trials_for_power():
+    T_ = T.trials_for_power(0.05, 0.15, alpha=1e-3, power=0.9)
+    kc = next(k for k in range(T_ + 1) if stats.binom.sf(k - 1, T_, 0.05) <= 1e-3)
+    assert stats.binom.sf(kc - 1, T_, 0.15) >= 0.9
+    assert 100 < T_ < 2000
+    with pytest.raises(ValueError):
+        T.trials_for_power(0.2, 0.1)
+    n = T.trials_for_power_expectation(0.1, 4.0, alpha=1e-3, power=0.9)
+    assert n == math.ceil(16 * (math.sqrt(math.log(1e3)) + math.sqrt(math.log(10))) ** 2 / 0.02)
+
+
+def _stoch_run(n=300, seed=0, eta_rows=None):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((30, 8))
+    W = np.tile(rng.standard_normal(8), (n, 1))
+    r = A.optq(W, X, grid=A.Grid.symmetric(0.1, 1000), lam=0.5, rounding="stochastic", rng=rng)
+    return T.Run.from_result(r, X)
+
+
+def test_probability_verdict_fields_and_binomial_test():
+    run = _stoch_run()
+    v = T.check("T2.hp.hoeffding", run, eta=0.2, alpha=0.01)
+    assert v.kind == "probability bound" and v.trials == 300 and v.alpha == 0.01
+    assert np.all(v.claimed_p == 0.2) and v.expected == pytest.approx(60.0)
+    assert v.p_value == (1.0 if v.exceedances == 0 else stats.binomtest(v.exceedances, 300, 0.2, alternative="greater").pvalue)
+    assert v.consistent and "binomial" in v.test
+    d = v.to_dict()
+    assert d["trials"] == 300 and d["claimed_p"] == 0.2 and d["status"] == "consistent"
+
+
+def test_row_wise_probabilities_use_the_poisson_binomial_test():
+    run = _stoch_run(n=50)
+    th = np.linspace(0.001, 1.0, 50)  # per-row thresholds: different claimed probabilities
+    v = T.check("T2.tail", run, threshold=th)
+    assert "Poisson-binomial" in v.test and len(set(np.round(v.claimed_p, 12))) > 1
+    assert not v.violated
+
+
+def test_a_forced_excess_is_a_violation():
+    """A threshold of zero claims P(‖·‖∞ > 0) ≤ Σ_i 2 = 1 (vacuous, clipped to 1): never violated;
+    a tiny threshold with a fake tiny claimed probability is, via the Poisson-binomial tail."""
+    run = _stoch_run(n=40)
+    assert not T.check("T2.tail", run, threshold=0.0).violated
+    from theory.checker import poisson_binomial_sf as sf
+
+    assert sf(40, np.full(40, 0.01)) < 1e-70
+
+
+def test_scope_accounting_per_row_and_per_run():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((25, 6))
+    W = np.clip(rng.standard_normal((5, 6)) * 2, -2.5, 2.5)
+    W[0] = 0.01  # stays inside the small grid
+    r = A.optq(W, X, grid=A.Grid.symmetric(1.0, 2), lam=0.2)
+    run = T.Run.from_result(r, X)
+    v = T.check("T1.sum_c", run)
+    assert v.in_scope + v.out_of_scope == 5 and v.in_scope >= 1
+    assert list(v.rows) == sorted(v.rows) and len(v.lhs) == v.in_scope
+    o = T.check("O1.det", run)
+    assert (o.in_scope, o.out_of_scope) == (1, 0)
+    assert T.check("T3.drift_bound", run.replace(lam=0.0)).status == "out of scope"
+
+
+def test_identity_tolerance_grows_with_the_condition_number_in_float32():
+    rng = np.random.default_rng(2)
+    from verify.strategies import make_X
+
+    X = make_X("ill_conditioned", 60, 20, rng, cond=1e6).astype(np.float32)
+    W = rng.standard_normal((3, 20)).astype(np.float32)
+    tols = []
+    for rel in (1.0, 1e-2, 1e-4):
+        lam = rel * float(np.mean(np.sum(X.astype(float) ** 2, axis=0)))
+        run = T.Run.from_result(A.optq(W, X, grid=A.Grid.gptq(4), lam=lam), X)
+        v = T.check("I1", run)
+        assert not v.violated
+        tols.append(v.tolerance["rtol"])
+    assert tols[0] < tols[1] < tols[2]
+    # too imprecise: out of scope, not a pass
+    lam = 1e-8 * float(np.mean(np.sum(X.astype(float) ** 2, axis=0)))
+    v = T.check("I1", T.Run.from_result(A.optq(W, X, grid=A.Grid.gptq(4), lam=lam), X))
+    assert v.status == "out of scope" and any("precision" in k for k in v.reasons)
+
+
+def test_check_accepts_ids_and_records():
+    run = _stoch_run(n=5)
+    assert T.check(T.CLAIMS["I1"], run).claim == "I1"
+    with pytest.raises(KeyError, match="known ids"):
+        T.check("T42", run)
+    with pytest.raises(ValueError, match="eta"):
+        T.check("T2.hp.hoeffding", run, eta=1.5)

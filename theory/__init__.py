@@ -1,0 +1,41 @@
+"""Executable statements of the error bounds of OPTQ (GPTQ) and Qronos (SPEC §3–§5).
+
+* :mod:`theory.quantities`: the exact quantities (``c_t``, ``M``, ``B``, ``R``, ``ŵ``, ``ρ_λ``, …);
+* :mod:`theory.claims`: every statement as a :class:`Claim` record, registry :data:`CLAIMS`;
+* :mod:`theory.run`: the :class:`Run` record claims are evaluated on;
+* :mod:`theory.checker`: :func:`check` (one generic checker) and the statistics;
+* :mod:`theory.constants`: the constants and their sympy derivations;
+* :mod:`theory.ordering` (O1) and :mod:`theory.lam` (L1): order and λ helpers, ``recommend_lambda``;
+* :mod:`theory.report`: ``render_paper_checks`` (the Markdown of ``paper_checks.md``).
+
+``theory`` never imports ``algorithms`` or ``verify``: the checker does not depend on the code it checks.
+Provenance: the paper's text was not available; every claim was derived from the algorithm
+definitions (see each claim's ``provenance``).
+"""
+
+from . import constants, quantities
+from .checker import (
+    DEFAULT_ALPHA,
+    Verdict,
+    check,
+    check_all,
+    poisson_binomial_sf,
+    trials_for_power,
+    trials_for_power_expectation,
+)
+from .claims import CLAIMS, Claim, Hypothesis, get_claim
+from .constants import CONSTANTS
+from .lam import LambdaScan, recommend_lambda
+from .ordering import compare_orders
+from .report import aggregate_evidence, render_paper_checks
+from .quantities import B, M, R, c, c_column, c_explicit, c_tilde, dc_dlam, drift, factor, logdet, rho2, w_hat
+from .run import Run
+
+__all__ = [
+    "CLAIMS", "Claim", "Hypothesis", "get_claim", "CONSTANTS",
+    "Run", "Verdict", "check", "check_all", "DEFAULT_ALPHA",
+    "trials_for_power", "trials_for_power_expectation", "poisson_binomial_sf",
+    "c", "M", "B", "R", "factor", "logdet", "drift", "dc_dlam", "w_hat", "rho2", "c_tilde", "c_explicit", "c_column",
+    "recommend_lambda", "LambdaScan", "compare_orders", "render_paper_checks", "aggregate_evidence",
+    "constants", "quantities",
+]

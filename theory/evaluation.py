@@ -1,0 +1,492 @@
+"""Named scalar quantities of a run, and the tolerance model, used by every claim.
+
+A claim's formula is a sympy expression over the symbols of :data:`QUANTITIES`; the generic
+checker evaluates each symbol on a :class:`Context` (one run plus parameters) by name. Values are
+NumPy arrays whose first axis is the row (``n``) for per-row quantities, or of length 1 for
+per-run quantities (facts about ``X``, ``λ`` and the order); further axes (features ``t``,
+samples ``i``, pairs of ``λ``) are reduced by the checker.
+
+All quantities are computed in float64 from the run's arrays (float32 inputs convert exactly),
+with the *loop data* (``X̃`` when given, else ``X``), the run's order, ``λ`` and the loop's start
+(OPTQ: ``W``; Qronos: ``ŵ`` recomputed here). Vectors indexed by ``t`` are in processing order.
+
+Tolerance model (one-sided; SPEC §4 I1 note; DESIGN "tolerances follow the dtype")
+-------------------------------------------------------------------------------------
+* Loop accuracy ``τ = C_LOOP·eps(dtype)·(N + κ)``, ``κ = cond(H_λ)`` of the Hessian the loop
+  factored (dead-feature convention of the run). Backward-error reasoning: the computed update
+  coefficients carry relative errors of order ``κ·eps``, and the accumulated ``z_t`` absolute errors
+  of order ``eps·|z_t|`` per step. Errors in ``e`` are therefore relative to the *weights*, not to
+  ``e``, so the slack of a squared-norm quantity ``A`` (I1, T1, T4) is
+  ``τ·A + 2τ·√(A·S) + τ²·S`` with the weight scale ``S = Σ_t (|z_t| + δ_t)² c_t``. Measured: over
+  about 700 random float32/float64 OPTQ runs in every regime (cond(H_λ) up to 1e12) the deviation of
+  I1 used at most ~3% of this slack. Above ``τ = TAU_MAX`` a run is out of scope for the identities
+  and tight bounds ("precision"), never a pass.
+* Quantities computed here in float64 from ``H_λ`` (``c_t``, ``B``): Cholesky is backward stable, so
+  each pivot ``c_t`` carries an absolute error below ``C_Q·N·eps64·‖H_λ‖₂`` (``atol_c``); sums carry the
+  sum of these.
+* ℓ∞ quantities: ``2τ·√S`` (an error of the residual vector is bounded by its ``X_λ``-norm).
+* Weight-unit quantities (``|z_t − w_t|``): ``τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t)``.
+* Indicators (saturation) are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+
+from . import quantities as qt
+from ._array import as64, eps
+
+__all__ = ["Quantity", "QUANTITIES", "Context", "C_LOOP", "C_Q", "TAU_MAX"]
+
+#: constant of the loop tolerance τ = C_LOOP·eps(dtype)·(N + κ)
+C_LOOP = 4.0
+#: constant of the float64 quantity tolerance atol_c = C_Q·N·eps64·‖H_λ‖
+C_Q = 8.0
+#: above this loop accuracy τ a run is too imprecise for identities and tight bounds (out of scope)
+TAU_MAX = 0.05
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+class ScopeError(ValueError):
+    """A run on which the exact quantities cannot be formed (reported as out of scope)."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A named quantity: ``name`` (sympy symbol name), ``latex``, plain ``text`` and its evaluator."""
+
+    name: str
+    latex: str
+    text: str
+    fn: Callable
+    per: str = "row"  # "row" or "run"
+
+
+class Context:
+    """One run with parameters, and the cached exact quantities the claims need."""
+
+    def __init__(self, run, **params):
+        self.run = run
+        self.params = dict(params)
+
+    # -- parameters ----------------------------------------------------------------------------
+    @property
+    def eta(self) -> float:
+        e = float(self.params.get("eta", 0.05))
+        if not 0 < e < 1:
+            raise ValueError(f"eta must lie in (0, 1), got {e}")
+        return e
+
+    # -- basics -----------------------------------------------------------------------------------
+    @cached_property
+    def n(self):
+        return self.run.n
+
+    @cached_property
+    def N(self):
+        return self.run.N
+
+    @cached_property
+    def m(self):
+        return self.run.m
+
+    @cached_property
+    def lam(self):
+        return self.run.lam
+
+    @cached_property
+    def X(self):
+        return as64(self.run.X)
+
+    @cached_property
+    def Xq(self):
+        """Loop data (``X̃`` when given, else ``X``), float64, original order."""
+        return as64(self.run.data)
+
+    @cached_property
+    def perm(self):
+        return self.run.order
+
+    @cached_property
+    def Q(self):
+        return as64(self.run.Q)
+
+    @cached_property
+    def W(self):
+        return as64(self.run.W)
+
+    @cached_property
+    def e(self):
+        return as64(self.run.errors)
+
+    @cached_property
+    def z(self):
+        return as64(self.run.z)
+
+    @cached_property
+    def fac(self):
+        try:
+            return qt.factor(self.Xq, self.lam, self.perm, dead="keep")
+        except ValueError as exc:
+            raise ScopeError(f"exact quantities unavailable: {exc}") from exc
+
+    @cached_property
+    def c(self):
+        return self.fac.c
+
+    @cached_property
+    def Bm(self):
+        return self.fac.B()
+
+    @cached_property
+    def RX(self):
+        return self.fac.R(self.Xq, block="X")
+
+    @cached_property
+    def eig_keep(self):
+        """Eigenvalues of the true ``H_λ`` (ascending)."""
+        return np.linalg.eigvalsh(qt.hessian(self.Xq, self.lam, dead="keep"))
+
+    @cached_property
+    def H_norm(self):
+        return float(self.eig_keep[-1])
+
+    @cached_property
+    def kappa_keep(self):
+        w = self.eig_keep
+        return float(w[-1] / w[0]) if w[0] > 0 else float("inf")
+
+    @cached_property
+    def kappa(self):
+        """Condition number of the Hessian the loop factored (run's dead-feature convention)."""
+        if self.run.dead == "keep" or not np.any(qt.dead_features(self.Xq)):
+            return self.kappa_keep
+        return qt.cond(self.Xq, self.lam, dead=self.run.dead)
+
+    @cached_property
+    def tau(self):
+        return C_LOOP * eps(self.run.dtype) * (self.N + self.kappa)
+
+    @cached_property
+    def atol_c(self):
+        return C_Q * self.N * EPS64 * self.H_norm
+
+    # -- weights ----------------------------------------------------------------------------------
+    @cached_property
+    def w_hat(self):
+        try:
+            return qt.w_hat(self.W, self.X, self.Xq, self.lam)
+        except ValueError as exc:
+            raise ScopeError(f"ŵ unavailable: {exc}") from exc
+
+    @cached_property
+    def w0(self):
+        """The loop's start, original order: Qronos ``ŵ`` (recomputed), otherwise ``W``."""
+        return self.w_hat if self.run.algorithm == "qronos" else self.W
+
+    @cached_property
+    def w0p(self):
+        return self.w0[:, self.perm]
+
+    @cached_property
+    def delta(self):
+        """Per-entry steps ``δ_t``, processing order (``n × N``)."""
+        return as64(self.run.scale)[:, self.perm]
+
+    @cached_property
+    def lower(self):
+        r = self.run
+        with np.errstate(invalid="ignore"):
+            lo = as64(r.scale) * (r.qmin - as64(r.zero))
+        return lo[:, self.perm]
+
+    @cached_property
+    def upper(self):
+        r = self.run
+        with np.errstate(invalid="ignore"):
+            up = as64(r.scale) * (r.qmax - as64(r.zero))
+        return up[:, self.perm]
+
+    @cached_property
+    def S(self):
+        """Weight scale ``Σ_t (|z_t| + δ_t)² c_t`` per row (tolerances)."""
+        return ((np.abs(self.z) + self.delta) ** 2) @ self.c
+
+    # -- scope helpers ------------------------------------------------------------------------------
+    @cached_property
+    def no_sat_z(self):
+        """Per row: every ``z_t`` within half a step of the grid's range (SPEC's "no saturation";
+        exact ties at the edge count as inside), up to the loop accuracy."""
+        if not self.run.finite:
+            return np.ones(self.n, dtype=bool)
+        slack = self.tau * (np.abs(self.z) + self.delta)
+        with np.errstate(invalid="ignore"):
+            ok = (self.z <= self.upper + self.delta / 2 + slack) & (self.z >= self.lower - self.delta / 2 - slack)
+        return np.all(ok, axis=1)
+
+    @cached_property
+    def reach(self):
+        """``r_t = ½ Σ_j δ_j |B_jt|``: the largest drift ``|z_t − w_t|`` when every ``|e_j| ≤ δ_j/2``."""
+        return 0.5 * (self.delta @ np.abs(self.Bm))
+
+    @cached_property
+    def drift_var(self):
+        """``Σ_j δ_j² B_jt²`` (``n × N``)."""
+        return (self.delta**2) @ (self.Bm**2)
+
+    @cached_property
+    def atol_w(self):
+        return self.tau * (np.abs(self.z) + np.abs(self.w0p) + 2 * self.reach + self.delta)
+
+    @cached_property
+    def p1_condition(self):
+        """Entrywise P1 condition ``[w_t − r_t, w_t + r_t] ⊂ [lower_t − δ_t/2, upper_t + δ_t/2]`` with a
+        margin of the loop accuracy (so that float noise cannot place ``z_t`` on the edge)."""
+        w, r, a = self.w0p, self.reach, self.atol_w
+        with np.errstate(invalid="ignore"):
+            ok = (w + r + a < self.upper + self.delta / 2) & (w - r - a > self.lower - self.delta / 2)
+        return np.all(ok, axis=1)
+
+    def t3_radius(self, s2factor):
+        """``a_t = √(s²-factor · Σ_j δ_j² B_jt²) · √(2 log(2N/η))``."""
+        return np.sqrt(s2factor * self.drift_var) * np.sqrt(2 * np.log(2 * self.N / self.eta))
+
+    def t3_condition(self, s2factor):
+        w, a = self.w0p, self.t3_radius(s2factor)
+        with np.errstate(invalid="ignore"):
+            ok = (w + a + self.atol_w <= self.upper) & (w - a - self.atol_w >= self.lower)
+        return np.all(ok, axis=1)
+
+    @cached_property
+    def tail_threshold(self):
+        """T2.tail's threshold ``α`` per row: ``params['threshold']`` (scalar or per row), or the
+        ``α`` at which ``Σ_i 2exp(−α²/(2σ_i²)) = η`` (Hoeffding proxy)."""
+        th = self.params.get("threshold")
+        if th is not None:
+            return np.broadcast_to(np.asarray(th, dtype=np.float64), (self.n,)).copy()
+        from scipy.optimize import brentq
+
+        from .constants import CONSTANTS
+
+        s2 = CONSTANTS["hoeffding"].factor * ((self.delta**2) @ (self.RX**2).T)  # n × m
+        out = np.zeros(self.n)
+        for r in range(self.n):
+            v = s2[r][s2[r] > 0]
+            if v.size == 0:
+                continue
+            g = lambda a: np.log(np.sum(2 * np.exp(-a * a / (2 * v)))) - np.log(self.eta)  # noqa: E731
+            hi = np.sqrt(2 * np.max(v) * np.log(2 * v.size / self.eta)) + 1e-300
+            lo = 0.0
+            out[r] = brentq(g, lo, hi * 1.0000001 + 1e-300, xtol=1e-14 * hi, rtol=1e-13) if g(lo) > 0 else 0.0
+        return out
+
+    # -- Qronos -----------------------------------------------------------------------------------
+    @cached_property
+    def resid_target(self):
+        """``Xw − X̃q`` per row (``n × m``) and the damping part ``w − q``."""
+        return (self.X @ self.W.T - self.Xq @ self.Q.T).T
+
+    @cached_property
+    def F2(self):
+        d = self.W - self.Q
+        return np.sum(self.resid_target**2, axis=1) + self.lam * np.sum(d**2, axis=1)
+
+    @cached_property
+    def rho2(self):
+        return qt.rho2(self.W, self.X, self.Xq, self.lam, W_hat=self.w_hat)
+
+    @cached_property
+    def first(self):
+        return int(self.perm[0])
+
+    @cached_property
+    def y1(self):
+        try:
+            return qt.y1(self.W, self.X, self.Xq, self.first)
+        except ValueError as exc:
+            raise ScopeError(str(exc)) from exc
+
+    @cached_property
+    def e_prop(self):
+        """The propagated errors (processing order): for Qronos' original variant the first one is
+        ``ŵ_1 − q_1`` (the loop rounds ``y_1`` but propagates from ``ŵ_1``), otherwise ``e``."""
+        e = self.e.copy()
+        if self.run.algorithm == "qronos" and self.run.variant == "original":
+            e[:, 0] = self.w_hat[:, self.first] - self.Q[:, self.first]
+        return e
+
+
+# ------------------------------------------------------------------------------------------------
+# the quantity table
+# ------------------------------------------------------------------------------------------------
+def _row(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def _run(x):
+    return np.atleast_1d(np.asarray(x, dtype=np.float64))[None, ...] if np.ndim(x) else np.array([float(x)])
+
+
+def _E2(ctx):
+    d = ctx.w0 - ctx.Q
+    return np.sum((ctx.Xq @ d.T) ** 2, axis=0) + ctx.lam * np.sum(d**2, axis=1)
+
+
+def _Einf(ctx):
+    d = ctx.w0 - ctx.Q
+    return np.max(np.abs(ctx.Xq @ d.T), axis=0)
+
+
+def _sigma_rows(ctx):
+    # Σ_t δ_t² R_it² for every row of W and sample i: (n × m)
+    return (ctx.delta**2) @ (ctx.RX**2).T
+
+
+def _c_chain(ctx):
+    ce = qt.c_explicit(ctx.Xq, ctx.lam, ctx.perm)
+    cc = qt.c_column(ctx.Xq, ctx.lam, ctx.perm)
+    return np.concatenate([ctx.c, ce])[None, :], np.concatenate([ce, cc])[None, :]
+
+
+def _lam_grid(ctx):
+    """λ grid of the L1 checks: ``params['lams']`` or ``λ_0·{1/4, 1/2, 1, 2, 4}`` with ``λ_0`` the run's
+    λ (or 1% of the mean ``‖X_t‖²`` when the run's λ is 0), always including the run's λ."""
+    lams = ctx.params.get("lams")
+    if lams is None:
+        l0 = ctx.lam if ctx.lam > 0 else 0.01 * float(np.mean(np.sum(ctx.Xq**2, axis=0)) or 1.0)
+        lams = l0 * np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+        lams = np.union1d(lams, [ctx.lam])
+    lams = np.unique(np.asarray(lams, dtype=np.float64))
+    if np.any(lams < 0):
+        raise ValueError("lams must be ≥ 0")
+    return lams
+
+
+def _c_of(ctx, lam):
+    return qt.factor(ctx.Xq, lam, ctx.perm, dead="keep").c
+
+
+def _L1_pairs(ctx):
+    lams = _lam_grid(ctx)
+    C = np.array([_c_of(ctx, l) for l in lams])  # (L, N)
+    lo = C[:-1] + (lams[1:] - lams[:-1])[:, None]
+    hi = C[1:]
+    return lo.reshape(1, -1), hi.reshape(1, -1)
+
+
+def _L1_concave(ctx):
+    lams = _lam_grid(ctx)
+    C = np.array([_c_of(ctx, l) for l in lams])
+    if len(lams) < 3:
+        return np.zeros((1, 0)), np.zeros((1, 0))
+    a, b, cc = lams[:-2], lams[1:-1], lams[2:]
+    th = ((cc - b) / (cc - a))[:, None]
+    interp = th * C[:-2] + (1 - th) * C[2:]
+    return interp.reshape(1, -1), C[1:-1].reshape(1, -1)
+
+
+def _L1_derivative(ctx):
+    """Exact ``1 + ‖β_t‖²`` against the central difference at the run's λ > 0. Because ``c_t`` is
+    concave, ``(c(λ+h) − c(λ))/h ≤ c'(λ) ≤ (c(λ) − c(λ−h))/h``; the half-width of this bracket plus
+    the rounding error ``4·atol_c/h`` is the tolerance. ``h = min(1e-4·(λ + mean‖X_t‖²), λ/2)``."""
+    lam = ctx.lam
+    h = min(1e-4 * (lam + float(np.mean(np.sum(ctx.Xq**2, axis=0)))), lam / 2)
+    d = 1.0 + np.sum(ctx.Bm**2, axis=1)
+    c0 = ctx.c
+    fwd = (_c_of(ctx, lam + h) - c0) / h
+    bwd = (c0 - _c_of(ctx, lam - h)) / h
+    mid = (fwd + bwd) / 2
+    half = np.abs(bwd - fwd) / 2 + 4 * ctx.atol_c / h
+    return d[None, :], mid[None, :], half[None, :]
+
+
+def _logdet_lu(ctx):
+    H = qt.hessian(ctx.Xq, ctx.lam, dead="keep")
+    sign, ld = np.linalg.slogdet(H)
+    return ld if sign > 0 else -np.inf
+
+
+def _q(name, latex, text, fn, per="row"):
+    return Quantity(name, latex, text, fn, per)
+
+
+QUANTITIES = {q.name: q for q in [
+    # -- loop (OPTQ, or Qronos on X̃ from ŵ)
+    _q("E2", r"\|X(w-q)\|_2^2 + \lambda\|w-q\|_2^2", "‖X(w−q)‖² + λ‖w−q‖² (loop data, loop start w)", _E2),
+    _q("E", r"\sqrt{\|X(w-q)\|_2^2 + \lambda\|w-q\|_2^2}", "√(‖X(w−q)‖² + λ‖w−q‖²)", lambda c: np.sqrt(_E2(c))),
+    _q("Einf", r"\|X(w-q)\|_\infty", "‖X(w−q)‖∞", _Einf),
+    _q("sum_e2c", r"\sum_t e_t^2 c_t", "Σ_t e_t² c_t", lambda c: (c.e_prop**2) @ c.c),
+    _q("sum_d2c", r"\sum_t \delta_t^2 c_t", "Σ_t δ_t² c_t", lambda c: (c.delta**2) @ c.c),
+    _q("sum_d2c_explicit", r"\sum_t \delta_t^2 \hat c_t", "Σ_t δ_t² ĉ_t (explicit bound of c_t)",
+       lambda c: (c.delta**2) @ qt.c_explicit(c.Xq, c.lam, c.perm)),
+    _q("sum_d2c_col", r"\sum_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "Σ_t δ_t² (‖X_t‖² + λ)",
+       lambda c: (c.delta**2) @ qt.c_column(c.Xq, c.lam, c.perm)),
+    _q("max_d2c", r"\max_t \delta_t^2 c_t", "max_t δ_t² c_t", lambda c: np.max(c.delta**2 * c.c[None, :], axis=1)),
+    _q("max_d2c_col", r"\max_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "max_t δ_t² (‖X_t‖² + λ)",
+       lambda c: np.max(c.delta**2 * qt.c_column(c.Xq, c.lam, c.perm)[None, :], axis=1)),
+    _q("v_i", r"\sum_t \delta_t^2 R_{it}^2", "Σ_t δ_t² R_it² (sample i)", _sigma_rows),
+    _q("threshold", r"\alpha", "the threshold α", lambda c: c.tail_threshold),
+    _q("m", "m", "number of samples", lambda c: np.array([float(c.m)]), "run"),
+    _q("N", "N", "number of features", lambda c: np.array([float(c.N)]), "run"),
+    _q("eta", r"\eta", "failure probability η", lambda c: np.array([c.eta]), "run"),
+    _q("sat", r"\mathbf{1}\{\text{saturation}\}", "1 if clipping changed a rounding", lambda c: c.run.saturated.astype(float)),
+    _q("out_of_range", r"\mathbf{1}\{\exists t: z_t \notin [\ell_t - \delta_t/2, u_t + \delta_t/2]\}",
+       "1 if some z_t lies more than half a step outside the grid's range", lambda c: (~c.no_sat_z).astype(float)),
+    _q("drift_abs", r"|z_t - w_t|", "|z_t − w_t| (per t)", lambda c: np.abs(c.z - c.w0p)),
+    _q("reach", r"\tfrac12 \sum_j \delta_j |B_{jt}|", "½ Σ_j δ_j |B_jt| (per t)", lambda c: c.reach),
+    _q("drift_var", r"\sum_j \delta_j^2 B_{jt}^2", "Σ_j δ_j² B_jt² (per t)", lambda c: c.drift_var),
+    _q("B2max", r"\max_t \|B_{:,t}\|_2^2", "max_t ‖B_{:,t}‖²", lambda c: np.array([np.max(np.sum(c.Bm**2, axis=0))]), "run"),
+    _q("X2max", r"\max_j \|X_j\|_2^2", "max_j ‖X_j‖²", lambda c: np.array([np.max(np.sum(c.Xq**2, axis=0))]), "run"),
+    _q("lam", r"\lambda", "λ", lambda c: np.array([c.lam]), "run"),
+    # -- Qronos
+    _q("F2", r"\|Xw - \tilde X q\|_2^2 + \lambda\|w-q\|_2^2", "‖Xw − X̃q‖² + λ‖w−q‖²", lambda c: c.F2),
+    _q("F", r"\sqrt{\|Xw - \tilde X q\|_2^2 + \lambda\|w-q\|_2^2}", "√(‖Xw − X̃q‖² + λ‖w−q‖²)", lambda c: np.sqrt(c.F2)),
+    _q("Finf", r"\|Xw - \tilde X q\|_\infty", "‖Xw − X̃q‖∞", lambda c: np.max(np.abs(c.resid_target), axis=1)),
+    _q("hat_inf", r"\|Xw - \tilde X \hat w\|_\infty", "‖Xw − X̃ŵ‖∞",
+       lambda c: np.max(np.abs(c.X @ c.W.T - c.Xq @ c.w_hat.T), axis=0)),
+    _q("rho2", r"\rho_\lambda^2", "ρ_λ² = min_v ‖Xw − X̃v‖² + λ‖w − v‖²", lambda c: c.rho2),
+    _q("rho", r"\rho_\lambda", "ρ_λ", lambda c: np.sqrt(c.rho2)),
+    _q("mis", r"\|(X - \tilde X)w\|_2", "‖(X − X̃)w‖", lambda c: np.linalg.norm((c.X - c.Xq) @ c.W.T, axis=0)),
+    _q("e1c1", r"(\hat w_1 - q_1)^2 \tilde c_1", "(ŵ_1 − q_1)² c̃_1",
+       lambda c: (c.w_hat[:, c.first] - c.Q[:, c.first]) ** 2 * c.c[0]),
+    _q("sum_e2c_rest", r"\sum_{t\ge2} e_t^2 \tilde c_t", "Σ_{t≥2} e_t² c̃_t", lambda c: (c.e[:, 1:] ** 2) @ c.c[1:]),
+    _q("sum_d2c_rest", r"\sum_{t\ge2} \delta_t^2 \tilde c_t", "Σ_{t≥2} δ_t² c̃_t", lambda c: (c.delta[:, 1:] ** 2) @ c.c[1:]),
+    _q("gap1", r"|\hat w_1 - y_1|", "|ŵ_1 − y_1|", lambda c: np.abs(c.w_hat[:, c.first] - c.y1)),
+    _q("d1", r"\delta_1", "δ_1 (step of the first processed feature)", lambda c: c.delta[:, 0]),
+    _q("c1", r"\tilde c_1", "c̃_1", lambda c: np.full(c.n, c.c[0])),
+    _q("r1inf", r"\|\tilde r_1\|_\infty", "‖r̃_1‖∞ (first column of the X-block of R̃)",
+       lambda c: np.full(c.n, np.max(np.abs(c.RX[:, 0])))),
+    # -- O1 / L1 / T1 chain (per run)
+    _q("sum_log_c", r"\sum_t \log c_t", "Σ_t log c_t (Cholesky, run's order)",
+       lambda c: np.array([np.sum(np.log(c.c)) if np.all(c.c > 0) else -np.inf]), "run"),
+    _q("logdet", r"\log\det H_\lambda", "log det H_λ (LU, independent of the order)", lambda c: np.array([_logdet_lu(c)]), "run"),
+    _q("sum_c", r"\sum_t c_t", "Σ_t c_t", lambda c: np.array([np.sum(c.c)]), "run"),
+    _q("c_lo", r"(c_t,\ \hat c_t)", "c_t, then ĉ_t (all t)", lambda c: _c_chain(c)[0], "run"),
+    _q("c_hi", r"(\hat c_t,\ \|X_t\|_2^2 + \lambda)", "ĉ_t, then ‖X_t‖² + λ (all t)", lambda c: _c_chain(c)[1], "run"),
+    _q("L1_lo", r"c_t(\lambda_a) + (\lambda_b - \lambda_a)", "c_t(λ_a) + (λ_b − λ_a), consecutive λ_a < λ_b of the grid",
+       lambda c: _L1_pairs(c)[0], "run"),
+    _q("L1_hi", r"c_t(\lambda_b)", "c_t(λ_b)", lambda c: _L1_pairs(c)[1], "run"),
+    _q("L1_interp", r"\theta c_t(\lambda_a) + (1-\theta) c_t(\lambda_c)",
+       "chord of c_t between λ_a < λ_b < λ_c at λ_b", lambda c: _L1_concave(c)[0], "run"),
+    _q("L1_mid", r"c_t(\lambda_b)", "c_t(λ_b)", lambda c: _L1_concave(c)[1], "run"),
+    _q("dc_exact", r"1 + \|\beta_t\|_2^2", "1 + ‖β_t‖² (β_t: ridge vector of feature t)", lambda c: _L1_derivative(c)[0], "run"),
+    _q("dc_fd", r"\frac{\partial c_t}{\partial\lambda}", "dc_t/dλ (central difference)", lambda c: _L1_derivative(c)[1], "run"),
+    _q("dc_half", r"h_t", "half-width of the concavity bracket plus rounding", lambda c: _L1_derivative(c)[2], "run"),
+]}
+
+
+def value(ctx: Context, name: str):
+    """Evaluate quantity ``name`` on ``ctx`` (first axis = rows, or length 1 per run); cached."""
+    cache = ctx.__dict__.setdefault("_values", {})
+    if name not in cache:
+        q = QUANTITIES[name]
+        v = np.asarray(q.fn(ctx), dtype=np.float64)
+        if v.ndim == 0:
+            v = v[None]
+        cache[name] = v
+    return cache[name]
