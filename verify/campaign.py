@@ -11,7 +11,10 @@ Trials: for stochastic rounding, the ``n`` rows of a cell are independent trials
 copies of one weight vector (``same_w=True``) — so a Monte Carlo cell costs one matrix run.
 
 Seeds: the seed of a cell is derived from the campaign seed and the cell's key (a hash of its
-configuration), so adding or removing cells never changes the data of the others.
+configuration), so adding or removing cells never changes the data of the others. Cells that must
+be compared on the same data carry a ``"pair"`` name in their configuration: their seed derives
+from the pairing group instead (:attr:`Cell.seed_key`), so they draw identical ``X``, ``W``, ``X̃``
+(and, for equal shapes, identical rounding uniforms).
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ class Cell:
     def key(self) -> str:
         h = hashlib.sha256(_canon({"study": self.study, **self.config}).encode()).hexdigest()[:16]
         return f"{self.study}:{h}"
+
+    @property
+    def seed_key(self) -> str:
+        """The key the cell's seed derives from: its own :attr:`key`, or for the cells of one pairing
+        group (configuration ``"pair": name``) the group's, so that they draw the same data — common
+        random numbers, for comparisons on identical ``X``, ``W`` and ``X̃`` (a λ sweep, the orders,
+        OPTQ against Qronos, deterministic against stochastic rounding)."""
+        pair = self.config.get("pair")
+        return self.key if pair is None else f"{self.study}:pair:{pair}"
 
 
 @dataclass(frozen=True)
@@ -291,8 +303,21 @@ def _measurements(res, run, X, Xt, W, verdicts, keep_rows) -> dict:
         except Exception:  # noqa: BLE001 - exact quantities unavailable (e.g. singular with λ = 0)
             pass
         scale = np.asarray(res.alphabet.scale, dtype=np.float64)[:, order]
-        meas["z_over_delta_max"] = np.max(np.abs(np.asarray(res.z, dtype=np.float64)) / scale, axis=1)[rows]
+        z = np.asarray(res.z, dtype=np.float64)
+        meas["z_over_delta_max"] = np.max(np.abs(z) / scale, axis=1)[rows]
         meas["w_over_delta_max"] = np.max(np.abs(W) / np.asarray(res.alphabet.scale, dtype=np.float64), axis=1)[rows]
+        # observed drift max_t |z_t − w_t|/δ_t from the loop's start (OPTQ: W, dead features zeroed;
+        # Qronos: ŵ), per row: what P1 (½ max_t‖B_{:,t}‖₁) and T3 bound (figure 5)
+        w0p = np.asarray(res.W0, dtype=np.float64)[:, order]
+        meas["drift_over_delta_max"] = np.max(np.abs(z - w0p) / scale, axis=1)[rows]
+        # T2.tail's variances v_i = Σ_t δ_t² R_it² (sample i, X-block of R; σ_i² = (s²/δ²)·v_i), for
+        # stochastic OPTQ when every row has the same steps (the tail-bound curve of figure 3)
+        if res.algorithm == "optq" and res.rounding == "stochastic" and np.all(scale == scale[:1]):
+            try:
+                RX = theory.R(np.asarray(data, dtype=np.float64), float(res.lam), order, block="X")
+                meas["tail_v"] = (scale[0] ** 2) @ (RX**2).T
+            except Exception:  # noqa: BLE001 - exact quantities unavailable
+                pass
     for cid, v in verdicts.items():
         if v.in_scope and np.size(v.lhs):
             k = min(len(v.lhs), keep_rows)

@@ -35,7 +35,7 @@ def run_campaign(campaign: Campaign, store: Store, *, executor_kind: str = "proc
         disable=not progress, dynamic_ncols=True)
 
     def args(c):
-        return (c.key, c.study, c.config, cell_seed(campaign.seed, c.key))
+        return (c.key, c.study, c.config, cell_seed(campaign.seed, c.seed_key))
 
     try:
         with executor(executor_kind, workers=workers, scheduler=scheduler) as ex:

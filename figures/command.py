@@ -1,0 +1,91 @@
+"""``ptq-bounds figures``: draw the verification figures from the result store.
+
+Reads the store only (never reruns a cell). Every figure is written as PDF and PNG (``--formats``)
+into ``--out``; a figure whose study is missing is reported with the command that produces it,
+the others are still drawn. Exit code 0 when every requested figure was drawn, 2 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import FIGURES, figure_module, render
+from ._data import DEFAULT_STORE, FigureDataError, open_source
+
+DEFAULT_OUT = "ptq-results/figures"
+
+
+def add_arguments(p):
+    p.add_argument("--store", default=None, help=f"result store file (default {DEFAULT_STORE}, what "
+                                                 "`ptq-bounds verify` writes)")
+    p.add_argument("--campaign", default=None,
+                   help="campaign id, or name for its latest run (default: the latest 'default' campaign); "
+                        "figure 6 adds the latest real-LLM campaign of the store when there is one")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
+    p.add_argument("--only", default=None, metavar="1,3",
+                   help=f"comma-separated figure numbers (default: all, {','.join(map(str, FIGURES))})")
+    p.add_argument("--formats", default="pdf,png", help="comma-separated file formats (default pdf,png)")
+    p.add_argument("--dpi", type=int, default=None, help="raster resolution (default 150)")
+    p.add_argument("--K", type=int, default=None, dest="K",
+                   help="figure 7: the alphabet size K (levels per side) the recommended λ must meet "
+                        "(default: the median over the λ grid of the K that T3 needs, rounded up)")
+    p.add_argument("--list", action="store_true", help="list the figures and their claims, then exit")
+
+
+def _parse_only(text):
+    if not text:
+        return list(FIGURES)
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    bad = [n for n in out if n not in FIGURES]
+    if bad:
+        raise ValueError(f"no figure {', '.join(map(str, bad))}; figures are {', '.join(map(str, FIGURES))}")
+    return list(dict.fromkeys(out))
+
+
+def run(args) -> int:
+    if getattr(args, "list", False):
+        for n in FIGURES:
+            mod = figure_module(n)
+            study = mod.STUDY or "all cells"
+            print(f"{n}  {mod.STEM:18s} study {study:10s} claims {', '.join(mod.CLAIMS)}\n   {mod.TITLE}")
+        return 0
+    try:
+        numbers = _parse_only(args.only)
+    except ValueError as exc:
+        print(f"ptq-bounds figures: --only: {exc}", file=sys.stderr)
+        return 2
+    formats = tuple(f.strip().lower().lstrip(".") for f in args.formats.split(",") if f.strip())
+    if not formats:
+        print("ptq-bounds figures: --formats is empty", file=sys.stderr)
+        return 2
+    try:
+        src = open_source(args.store, args.campaign)
+    except FigureDataError as exc:
+        print(f"ptq-bounds figures: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    print(f"store {src.path}, campaign {src.id} ({src.campaign['name']})")
+    failed = 0
+    for n in numbers:
+        try:
+            opts = {"K": args.K} if n == 7 and getattr(args, "K", None) is not None else {}
+            paths = render(n, src, out, formats, dpi=args.dpi, **opts)
+        except FigureDataError as exc:
+            failed += 1
+            print(f"figure {n}: not drawn: {exc}", file=sys.stderr)
+            continue
+        print(f"figure {n}: " + ", ".join(str(p) for p in paths))
+    if failed:
+        print(f"ptq-bounds figures: {failed} of {len(numbers)} figures not drawn (see above)", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,414 @@
+"""The figures: each renders from a small stored result set, and what it plots is what the store holds.
+
+A tiny campaign (every study a figure reads, small shapes) runs serially into a temporary store;
+a fake real-LLM campaign is written directly with ``Store.put_cell``. Each figure is drawn, saved
+(non-empty PDF and PNG), and its artists' data (line data, scatter offsets, bar heights, found by
+their ``gid``) are compared with values computed here from the stored records — not with pixels,
+and not through the figure modules' own helpers.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+
+from figures import FIGURES, figure_module, render  # noqa: E402
+from figures._data import FigureDataError, open_source  # noqa: E402
+from figures._style import style  # noqa: E402
+from verify.campaign import Campaign, Cell  # noqa: E402
+from verify.runner import run_campaign  # noqa: E402
+from verify.store import Store  # noqa: E402
+
+DZ = {"kind": "symmetric", "delta_rel": 0.125, "K": None}
+ETA = 0.05
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_campaign() -> Campaign:
+    cells = []
+    for fam in ("tall", "ill_conditioned"):
+        for lr in (1e-3, 1e-1, 10.0):
+            cells.append(Cell("lambda", dict(family=fam, m=24, N=8, n=4, algorithm="optq", grid=DZ, lam_rel=lr,
+                                             order="decreasing", pair=fam)))
+    for order in ("natural", "decreasing", "increasing", "random"):
+        cells.append(Cell("ordering", dict(family="tall", m=24, N=8, n=4, algorithm="optq", grid=DZ, lam_rel=0.01,
+                                           order=order, pair="tall")))
+    base = dict(family="tall", m=16, N=8, n=150, same_w=True, algorithm="optq", rounding="stochastic",
+                lam_rel=0.05, order="decreasing", pair="s")
+    cells += [Cell("stochastic", dict(base, grid=DZ)),
+              Cell("stochastic", dict(base, grid={"kind": "symmetric", "delta_rel": 0.125, "K": "t3"})),
+              Cell("stochastic", dict(base, n=1, rounding="nearest", grid=DZ))]
+    for level in (0.03, 0.3):
+        mb = dict(family="tall", m=24, N=8, n=4, lam_rel=0.01, order="decreasing", pair=f"l{level}",
+                  mismatch={"kind": "noise", "level": level},
+                  grid={"kind": "symmetric", "delta_rel": 0.125, "K": "auto", "K_extra": 24})
+        cells += [Cell("mismatch", dict(mb, algorithm="qronos", variant="projection")),
+                  Cell("mismatch", dict(mb, algorithm="qronos", variant="original")),
+                  Cell("mismatch", dict(mb, algorithm="optq"))]
+    for variant in ("projection", "original"):
+        cells.append(Cell("mismatch", dict(family="tall", m=24, N=8, n=100, same_w=True, lam_rel=0.01, pair="st",
+                                           order="decreasing", rounding="stochastic", algorithm="qronos",
+                                           variant=variant, mismatch={"kind": "noise", "level": 0.3}, grid=DZ)))
+    for N in (8, 16):
+        ab = dict(family="tall", m=2 * N, N=N, algorithm="optq", lam_rel=0.01, order="natural", grid=DZ, pair=f"N{N}")
+        cells += [Cell("alphabet", dict(ab, n=6)),
+                  Cell("alphabet", dict(ab, n=100, same_w=True, rounding="stochastic"))]
+    cells.append(Cell("families", dict(family="heavy_tailed", m=24, N=8, n=4, algorithm="optq", grid=DZ,
+                                       lam_rel=0.01, order="natural")))
+    return Campaign(name="default", seed=7, cells=tuple(cells), eta=ETA, description="tiny, for the figure tests")
+
+
+LLM_LAYERS = (("blk.0.attn_q", "attn_q"), ("blk.1.ffn_down", "ffn_down"))  # as verify.llm.campaign names them
+
+
+def put_llm_campaign(store: Store):
+    """A fake real-LLM campaign written cell by cell (only what figure 6 reads)."""
+    cfgs = [{"llm": {"model": "SmolLM2-135M-Instruct", "layer": layer, "kind": kind}, "algorithm": "optq", "N": 576}
+            for layer, kind in LLM_LAYERS]
+    store.open_campaign("real-llm-test", "real-llm", {"seed": 0, "eta": ETA,
+                                                      "cells": [dict(c, study="real-llm") for c in cfgs]},
+                        {"git_commit": "0123456789abcdef", "git_dirty": False})
+    rng = np.random.default_rng(3)
+    for i, cfg in enumerate(cfgs):
+        rhs = 1.0 + rng.random(5)
+        meas = {"T1.sum_c/lhs": rhs * (0.3 + 0.1 * i), "T1.sum_c/rhs": rhs,
+                "T4.projection.bound/lhs": rhs * 0.25, "T4.projection.bound/rhs": rhs}
+        store.put_cell("real-llm-test", {"key": f"llm:{i}", "study": "real-llm", "config": cfg, "seed": i,
+                                         "status": "done", "verdicts": [], "measurements": meas})
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("figstore") / "store.sqlite"
+    store = Store(path)
+    summ = run_campaign(tiny_campaign(), store, executor_kind="serial", progress=False)
+    assert not summ["errors"], summ["errors"]
+    put_llm_campaign(store)
+    return path
+
+
+@pytest.fixture(scope="module")
+def src(store_path):
+    return open_source(store_path)
+
+
+def drawn(number, src, **kw):
+    with style():
+        return figure_module(number).draw(src, **kw)
+
+
+def by_gid(fig, gid):
+    found = fig.findobj(lambda a: a.get_gid() == gid)
+    assert found, f"no artist with gid {gid!r}"
+    return found
+
+
+def one(fig, gid):
+    found = by_gid(fig, gid)
+    assert len(found) == 1, gid
+    return found[0]
+
+
+def xy(artist):
+    return np.asarray(artist.get_xydata(), dtype=float)
+
+
+def cells_of(src, study):
+    return src.store.cells(src.id, study=study)
+
+
+def med(a):
+    return float(np.median(a))
+
+
+# ------------------------------------------------------------------------------------------------
+# every figure renders
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("number", list(FIGURES))
+def test_each_figure_renders_nonempty_files(number, src, tmp_path):
+    paths = render(number, src, tmp_path, formats=("png", "pdf"))
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 5000, p
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("number", list(FIGURES))
+def test_footer_states_the_provenance(number, src):
+    fig = drawn(number, src)
+    foot = fig._ptq_footer
+    camp = src.campaign
+    assert camp["id"] in foot and f"seed {camp['config']['seed']}" in foot
+    commit = camp["meta"].get("git_commit")
+    if commit:
+        assert commit[:10] in foot
+    mod = figure_module(number)
+    n = len(cells_of(src, mod.STUDY)) if mod.STUDY else len(cells_of(src, None))
+    assert f"{n} of {len(camp['config']['cells'])} cells" in foot
+
+
+# ------------------------------------------------------------------------------------------------
+# the plotted data are the stored data
+# ------------------------------------------------------------------------------------------------
+def test_fig1_lambda_data(src):
+    fig = drawn(1, src)
+    cells = [c for c in cells_of(src, "lambda") if c["config"]["family"] == "tall"]
+    cells.sort(key=lambda c: c["config"]["lam_rel"])
+    lam = [c["config"]["lam_rel"] for c in cells]
+    err = [med(c["measurements"]["err_l2"]) for c in cells]
+    lines = [ln for ln in by_gid(fig, "err_l2") if np.allclose(xy(ln)[:, 0], lam) and np.allclose(xy(ln)[:, 1], err)]
+    assert lines, "the median error of the 'tall' panel is not plotted as stored"
+    ax = lines[0].axes
+    for cid in ("T1.sum_c", "T1.explicit", "T1.frobenius"):
+        want = [med(c["measurements"][f"{cid}/rhs"]) for c in cells]
+        ln = [a for a in by_gid(fig, f"rhs:{cid}") if a.axes is ax][0]
+        np.testing.assert_allclose(xy(ln)[:, 1], want, rtol=1e-12)
+        assert all(w >= e for w, e in zip(want, err))  # sanity: the bound is above the error
+    pts = [p for p in by_gid(fig, "rows:err_l2") if p.axes is ax][0]
+    want = np.sort(np.concatenate([c["measurements"]["err_l2"] for c in cells]))
+    np.testing.assert_allclose(np.sort(pts.get_offsets()[:, 1]), want, rtol=1e-12)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_ylabel() or fig.axes[0].get_ylabel()
+
+
+def test_fig2_ordering_data(src):
+    fig = drawn(2, src)
+    cells = {c["config"]["order"]: c for c in cells_of(src, "ordering")}
+    for order, c in cells.items():
+        bar = one(fig, f"err_l2:{order}")
+        assert bar.get_height() == pytest.approx(med(c["measurements"]["err_l2"]), rel=1e-12)
+        bar = one(fig, f"sum_c_rel:{order}")
+        m = c["measurements"]
+        assert bar.get_height() == pytest.approx(m["O1.amgm/rhs"][0] / m["O1.amgm/lhs"][0], rel=1e-12)
+        assert bar.get_height() >= 1 - 1e-9  # AM–GM
+        np.testing.assert_allclose(xy(one(fig, f"c:{order}"))[:, 1], m["c"], rtol=1e-12)
+        bound = one(fig, f"bound:{order}").get_offsets()[0, 1]
+        assert bound == pytest.approx(med(m["T1.sum_c/rhs"]), rel=1e-12)
+
+
+def test_fig3_stochastic_data(src):
+    fig = drawn(3, src)
+    kinds = {}
+    for c in cells_of(src, "stochastic"):
+        cfg = c["config"]
+        kinds["det" if cfg["rounding"] == "nearest" else "dz" if cfg["grid"]["K"] is None else "fin"] = c
+    dz, det, fin = kinds["dz"]["measurements"], kinds["det"]["measurements"], kinds["fin"]["measurements"]
+    # (a) ℓ2 over (δ/2)√Σc: stochastic ECDF and the deterministic value
+    norm = math.sqrt(med(dz["T2.expectation/rhs"]))
+    ecdf = xy(one(fig, "l2:stochastic:tall"))
+    np.testing.assert_allclose(np.unique(ecdf[:, 0]), np.unique(dz["err_l2"] / norm), rtol=1e-12)
+    vline = one(fig, "l2:deterministic:tall").get_xdata()[0]
+    assert vline == pytest.approx(det["err_l2"][0] / det["T1.sum_c/rhs"][0], rel=1e-12)
+    assert vline <= 1 + 1e-9  # T1
+    # (b) ℓ∞ over the Hoeffding radius
+    r0 = med(dz["T2.hp.hoeffding/rhs"])
+    np.testing.assert_allclose(np.unique(xy(one(fig, "linf:stochastic:tall"))[:, 0]), np.unique(dz["err_linf"] / r0),
+                               rtol=1e-12)
+    # (c) the empirical tail, δZ and finite grid jointly with no saturation
+    t = xy(one(fig, "tail:dz"))
+    np.testing.assert_allclose(t[:, 0], np.sort(dz["err_linf"]), rtol=1e-12)
+    n = dz["err_linf"].size
+    np.testing.assert_allclose(t[:, 1], [(dz["err_linf"] >= a).sum() / n for a in t[:, 0]])
+    tf = xy(one(fig, "tail:finite"))
+    ok = fin["saturated"] == 0
+    np.testing.assert_allclose(tf[:, 1], [((fin["err_linf"] >= a) & ok).sum() / n for a in tf[:, 0]])
+    # the T2 tail-bound curves from the stored v_i, one per named constant
+    from theory import CONSTANTS
+
+    v = dz["tail_v"]
+    assert v.shape == (kinds["dz"]["config"]["m"],)
+    for key in ("hoeffding", "pi8", "pi2"):
+        a, p = xy(one(fig, f"bound:{key}")).T
+        s2 = CONSTANTS[key].factor * v
+        want = np.minimum(1, np.sum(2 * np.exp(-a[:, None] ** 2 / (2 * s2[None, :])), axis=1))
+        np.testing.assert_allclose(p, want, rtol=1e-9)
+    for cl in ("T2.hp.hoeffding", "T2.hp.pi8", "T2.hp.pi2", "T2.tail"):
+        off = one(fig, f"radius:{cl}").get_offsets()[0]
+        np.testing.assert_allclose(off, [med(dz[f"{cl}/rhs"]), ETA], rtol=1e-12)
+    # the δZ and the finite-grid runs share data and uniforms: equal wherever nothing saturated
+    np.testing.assert_allclose(fin["err_linf"][ok], dz["err_linf"][ok], rtol=1e-9)
+
+
+def test_fig4_mismatch_data(src):
+    fig = drawn(4, src)
+    cells = cells_of(src, "mismatch")
+    det = [c for c in cells if c["config"].get("rounding", "nearest") == "nearest"]
+
+    def series(key, fn):
+        cs = sorted((c for c in det if (c["config"]["algorithm"] if c["config"]["algorithm"] == "optq"
+                                         else "qronos/" + c["config"]["variant"]) == key),
+                    key=lambda c: c["config"]["mismatch"]["level"])
+        return [c["config"]["mismatch"]["level"] for c in cs], [fn(c["measurements"]) for c in cs]
+
+    for key, claim, sq in (("qronos/projection", "T4.projection.bound", True),
+                           ("qronos/original", "T4.original.bound", True), ("optq", "T4.optq_mismatch", False)):
+        x, err = series(key, lambda m: med(m["err_l2"]))
+        np.testing.assert_allclose(xy(one(fig, f"err:{key}")), np.c_[x, err], rtol=1e-12)
+        _, b = series(key, lambda m: med(m[f"{claim}/rhs"]))
+        np.testing.assert_allclose(xy(one(fig, f"bound:{key}"))[:, 1], np.sqrt(b) if sq else b, rtol=1e-12)
+    _, mis = series("optq", lambda m: med(m["T4.rho_le_mismatch/rhs"]))
+    np.testing.assert_allclose(xy(one(fig, "mismatch"))[:, 1], mis, rtol=1e-12)
+    for c in (c for c in cells if c["config"].get("rounding") == "stochastic"):
+        key = "qronos/" + c["config"]["variant"]
+        lv = c["config"]["mismatch"]["level"]
+        m = c["measurements"]
+        claim = "T5.projection" if key.endswith("projection") else "T5.original"
+        assert one(fig, f"T5:{key}:{lv:g}").get_offsets()[0, 1] == pytest.approx(med(m[f"{claim}/rhs"]), rel=1e-12)
+        assert one(fig, f"median:{key}:{lv:g}").get_ydata()[0] == pytest.approx(med(m["err_linf"]), rel=1e-12)
+
+
+def test_fig5_alphabet_data(src):
+    fig = drawn(5, src)
+    cells = cells_of(src, "alphabet")
+    det = sorted((c for c in cells if c["config"].get("rounding", "nearest") == "nearest"), key=lambda c: c["config"]["N"])
+    sto = sorted((c for c in cells if c["config"].get("rounding") == "stochastic"), key=lambda c: c["config"]["N"])
+    Ns = [c["config"]["N"] for c in det]
+    # observed K: the smallest K with every |z_t| ≤ (K + ½)δ, worst row
+    k_obs = [np.max(np.ceil(c["measurements"]["z_over_delta_max"] - 0.5 - 1e-12)) for c in det]
+    np.testing.assert_allclose(xy(one(fig, "K:observed:det")), np.c_[Ns, k_obs])
+    m = [c["measurements"] for c in det]
+    p1 = [math.ceil(np.max(x["w_over_delta_max"]) + 0.5 * x["drift_l1_max"][0] - 0.5 - 1e-12) for x in m]
+    np.testing.assert_allclose(xy(one(fig, "K:P1"))[:, 1], p1)
+    ms = [c["measurements"] for c in sto]
+    t3 = [math.ceil(np.max(x["w_over_delta_max"]) + 0.5 * x["drift_l2_max"][0]
+                    * math.sqrt(2 * math.log(2 * c["config"]["N"] / ETA)) - 1e-12) for x, c in zip(ms, sto)]
+    np.testing.assert_allclose(xy(one(fig, "K:T3"))[:, 1], t3)
+    # observed drift against the P1 radius (a deterministic bound: never above it)
+    d = [np.max(x["drift_over_delta_max"]) for x in m]
+    np.testing.assert_allclose(xy(one(fig, "drift:observed:det"))[:, 1], d, rtol=1e-12)
+    r = xy(one(fig, "drift:P1"))[:, 1]
+    np.testing.assert_allclose(r, [0.5 * x["drift_l1_max"][0] for x in m], rtol=1e-12)
+    assert np.all(np.array(d) <= r * (1 + 1e-9) + 1e-9)
+    q = [np.quantile(x["drift_over_delta_max"], 1 - ETA, method="higher") for x in ms]
+    np.testing.assert_allclose(xy(one(fig, "drift:observed:sto"))[:, 1], q, rtol=1e-12)
+
+
+def test_fig6_tightness_data_includes_llm_layers(src):
+    fig = drawn(6, src)
+    synth = src.store.cells(src.id)
+    for fam in {c["config"]["family"] for c in synth}:
+        for cid in ("T1.sum_c",):
+            rs = [c["measurements"][f"{cid}/lhs"] / c["measurements"][f"{cid}/rhs"] for c in synth
+                  if c["config"]["family"] == fam and f"{cid}/lhs" in c["measurements"]]
+            if not rs:
+                continue
+            pts = one(fig, f"synthetic:worst:{fam}")
+            assert np.isclose(pts.get_offsets()[:, 0], np.max(np.concatenate(rs)), rtol=1e-12).any()
+    # the pooled median of T1.sum_c over synthetic rows
+    pooled = np.concatenate([c["measurements"]["T1.sum_c/lhs"] / c["measurements"]["T1.sum_c/rhs"]
+                             for c in synth if "T1.sum_c/lhs" in c["measurements"]])
+    assert one(fig, "synthetic:median:T1.sum_c").get_xdata()[0] == pytest.approx(np.median(pooled), rel=1e-12)
+    # real-LLM cells from the other campaign, grouped by layer type; squared-norm claims as √ratio
+    llm = src.store.cells("real-llm-test")
+    for c in llm:
+        kind = c["config"]["llm"]["kind"]
+        m = c["measurements"]
+        x = one(fig, f"llm:worst:{kind}").get_offsets()[:, 0]
+        assert np.isclose(x, np.max(m["T1.sum_c/lhs"] / m["T1.sum_c/rhs"]), rtol=1e-12).any()
+        assert np.isclose(x, np.sqrt(np.max(m["T4.projection.bound/lhs"] / m["T4.projection.bound/rhs"])),
+                          rtol=1e-12).any()
+    assert "real-llm-test" in fig._ptq_footer and "0123456789" in fig._ptq_footer
+    assert "2 of 2 cells (real-LLM layers)" in fig._ptq_footer
+
+
+def test_fig6_without_llm_cells(store_path, tmp_path):
+    import shutil
+
+    p = tmp_path / "nollm.sqlite"
+    shutil.copy(store_path, p)
+    import sqlite3
+
+    con = sqlite3.connect(p)
+    with con:
+        con.execute("DELETE FROM cells WHERE campaign='real-llm-test'")
+        con.execute("DELETE FROM campaigns WHERE id='real-llm-test'")
+    con.close()
+    s = open_source(p)
+    fig = drawn(6, s)
+    assert not fig.findobj(lambda a: str(a.get_gid() or "").startswith("llm:"))
+    texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    assert "ptq-bounds verify --campaign real-llm" in texts
+
+
+def test_fig7_lambda_recommendation_data(src):
+    fig = drawn(7, src, K=None)
+    cells = sorted((c for c in cells_of(src, "lambda") if c["config"]["family"] == "tall"),
+                   key=lambda c: c["config"]["lam_rel"])
+    lam = np.array([c["config"]["lam_rel"] for c in cells])
+    bound = np.array([med(c["measurements"]["T1.sum_c/rhs"]) for c in cells])
+    kt3 = np.array([np.max(c["measurements"]["w_over_delta_max"]) + 0.5 * c["measurements"]["drift_l2_max"][0]
+                    * math.sqrt(2 * math.log(2 * c["config"]["N"] / ETA)) for c in cells])
+    K = math.ceil(np.median(kt3))
+    lines = [ln for ln in by_gid(fig, "K_t3") if np.allclose(xy(ln)[:, 1], kt3, rtol=1e-12)]
+    assert lines, "K_T3(λ) of the 'tall' family is not plotted as stored"
+    ax_k = lines[0].axes
+    feas = kt3 <= K
+    i = int(np.argmin(np.where(feas, bound, np.inf)))
+    stars = [s for s in by_gid(fig, "recommended")
+             if np.allclose(s.get_offsets()[0], [lam[i], bound[i]], rtol=1e-12)]
+    assert stars, "the recommended λ is not the smallest stored bound among the λ meeting K"
+    f = [p for p in by_gid(fig, "feasible") if p.axes is ax_k][0]
+    np.testing.assert_allclose(f.get_offsets()[:, 0], lam[feas])
+    # an explicit K: the largest K_T3 makes every λ feasible, so the smallest bound wins
+    fig = drawn(7, src, K=int(math.ceil(np.max(kt3))))
+    stars = [s.get_offsets()[0] for s in by_gid(fig, "recommended")]
+    assert any(np.allclose(s, [lam[np.argmin(bound)], np.min(bound)]) for s in stars)
+
+
+# ------------------------------------------------------------------------------------------------
+# errors name the command that produces what is missing
+# ------------------------------------------------------------------------------------------------
+def test_missing_store_names_the_command(tmp_path):
+    with pytest.raises(FigureDataError, match="ptq-bounds verify --campaign default"):
+        open_source(tmp_path / "none.sqlite")
+    assert not (tmp_path / "none.sqlite").exists()  # not created as a side effect
+
+
+def test_missing_campaign_and_study(store_path, tmp_path):
+    with pytest.raises(FigureDataError, match="no campaign 'nope'"):
+        open_source(store_path, "nope")
+    s = open_source(store_path, "real-llm")  # a campaign without the synthetic studies
+    with pytest.raises(FigureDataError, match=r"'lambda' study.*ptq-bounds verify --campaign default"):
+        drawn(1, s)
+    fig = drawn(6, s)  # figure 6 works on the real-LLM campaign alone
+    assert fig.findobj(lambda a: str(a.get_gid() or "").startswith("llm:worst:"))
+
+
+def test_command_draws_selected_figures_and_reports_missing(store_path, tmp_path, capsys):
+    from verify.cli import main
+
+    out = tmp_path / "figs"
+    rc = main(["figures", "--store", str(store_path), "--out", str(out), "--only", "1,6", "--formats", "png"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fig1_lambda.png", "fig6_tightness.png"]
+    rc = main(["figures", "--store", str(store_path), "--campaign", "real-llm", "--out", str(out), "--only", "2,6",
+               "--formats", "png"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "figure 2: not drawn" in err and "ptq-bounds verify --campaign default" in err
+    assert main(["figures", "--store", str(tmp_path / "absent.sqlite")]) == 2
+    assert "no result store" in capsys.readouterr().err
+    assert main(["figures", "--store", str(store_path), "--only", "8"]) == 2
+
+
+def test_figures_read_the_store_only():
+    """figures → verify (the store) and theory (constants, claim text); never the algorithms or the
+    campaign runner (a figure must not recompute a run)."""
+    banned = {"algorithms", "verify.campaign", "verify.runner", "verify.executor", "verify.data"}
+    for path in sorted((ROOT / "figures").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                assert not any(name == b or name.startswith(b + ".") for b in banned), f"{path.name} imports {name}"
