@@ -80,7 +80,7 @@ def _stochastic():
 
 def _mismatch():
     cells = []
-    for level in (0.01, 0.03, 0.1, 0.3):
+    for level in (0.01, 0.03, 0.1, 0.3, 1.0):
         base = dict(family="tall", m=192, N=48, n=32, lam_rel=0.01, order="decreasing", pair=f"level {level}",
                     mismatch={"kind": "noise", "level": level}, grid={"kind": "symmetric", "delta_rel": 0.125,
                                                                       "K": "auto", "K_extra": 24})
