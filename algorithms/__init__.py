@@ -11,6 +11,7 @@ from .ordering import ORDERS
 from .qronos import VARIANTS, qronos
 from .result import QronosResult, QuantResult
 from .rtn import rtn
+from .trials import optq_trials
 
 OPTQResult = QuantResult
 
@@ -18,6 +19,7 @@ __all__ = [
     "optq",
     "qronos",
     "rtn",
+    "optq_trials",
     "Grid",
     "Alphabet",
     "QuantResult",

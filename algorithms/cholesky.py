@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import eps, solve_triangular, to_numpy
+from ._backend import cholesky_lower, contiguous, eps, inv_lower_triangular, to_numpy
 
 __all__ = ["gram", "prepare_hessian", "inverse_cholesky_upper", "gptq_lambda"]
 
@@ -79,10 +79,10 @@ def inverse_cholesky_upper(xp, H, lam: float, *, name: str = "X"):
     ``N·eps·max diag``) is rejected rather than factorised into meaningless numbers.
     """
     N = H.shape[0]
-    Hr = xp.flip(H, axis=(0, 1))
+    Hr = contiguous(xp, xp.flip(H, axis=(0, 1)))
     try:
-        L = xp.linalg.cholesky(Hr)
-    except Exception as exc:  # numpy/torch raise, CuPy may return NaN instead
+        L = cholesky_lower(xp, Hr)  # raises (never NaN) when not positive definite
+    except Exception as exc:
         raise ValueError(_explain_failure(H, lam, name)) from exc
     piv = xp.linalg.diagonal(L) if hasattr(xp.linalg, "diagonal") else xp.diagonal(L)
     if not bool(xp.all(xp.isfinite(L))) or not bool(xp.all(piv > 0)):
@@ -95,6 +95,5 @@ def inverse_cholesky_upper(xp, H, lam: float, *, name: str = "X"):
                 f"later ones) and lam = 0: pass lam > 0, e.g. lam={1e-2 * dmax:.3e} (1% of the largest "
                 f"diagonal entry of {name}ᵀ{name}), or percdamp=0.01"
             )
-    eye = xp.eye(N, dtype=H.dtype, device=getattr(H, "device", None))
-    Linv = solve_triangular(xp, L, eye, lower=True)
+    Linv = inv_lower_triangular(xp, L)
     return xp.flip(Linv, axis=(0, 1))

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 
-from ._backend import device_of, to_numpy, uniforms
+from ._backend import contiguous, device_of, is_identity, to_numpy, transpose_copy, uniforms
 from .cholesky import inverse_cholesky_upper, prepare_hessian
-from .grids import ColumnGrid, Grid
+from .grids import Alphabet, ColumnGrid, Grid
 from .ordering import resolve_order
 from .result import QuantResult
 from .rounding import round_nearest, round_stochastic
@@ -40,7 +40,7 @@ __all__ = ["optq", "METHODS", "ROUNDINGS"]
 
 METHODS = ("blocked", "cholesky", "inverse", "ridge")
 ROUNDINGS = ("nearest", "stochastic")
-_INNER = 16  # sub-block width of the blocked form
+_INNER = 32  # sub-block width of the blocked form (tuned on a 2-core CPU: 8..32 within 10%)
 
 
 def optq(
@@ -134,7 +134,7 @@ def _check_representable(xp, W0, grid: Grid):
 
 
 def run_columns(xp, W0, H, lam, perm, grid, *, rounding, rng, block_size, method, W_fit, W_static,
-                name="X", first=None, U=None):
+                name="X", first=None, U=None, fused=None):
     """The column loop shared by OPTQ and Qronos; returns the fields of a result.
 
     ``H`` is the damped Hessian in the original order, ``perm`` the processing order, ``U`` (optional)
@@ -142,73 +142,148 @@ def run_columns(xp, W0, H, lam, perm, grid, *, rounding, rng, block_size, method
     an optional ``n``-vector rounded at position 0 instead of the current weight there (Qronos'
     least-squares first coordinate); the error propagated from position 0 is then the current
     weight minus the rounded value.
+
+    ``fused`` (private): ``None`` uses the fused GPU kernel of :mod:`algorithms.fused_gpu` for
+    CuPy arrays with ``method="blocked"`` unless the environment variable ``PTQ_FUSED=0`` is set
+    (``PTQ_FUSED=require``: the kernel or an error); ``False`` forces the generic array-API loop;
+    ``True`` requires the fused kernel.
+
+    Layout: the working matrix ``Wp`` is ``N × n`` (processing order, C-contiguous), so the
+    current weights of column ``t`` are the contiguous row ``Wp[t]``; after the loop ``Wp[t]`` holds
+    ``z_t`` (every earlier update has reached it by the time it is rounded, and nothing touches it
+    afterwards).
     """
     n, N = W0.shape
     dev = device_of(W0)
     dtype = W0.dtype
-    Hp = xp.take(xp.take(H, perm, axis=0), perm, axis=1)
-    Wp = xp.asarray(xp.take(W0, perm, axis=1).T, copy=True)  # N × n working matrix
-    cg = ColumnGrid(xp, grid, n=n, N=N, order=perm, W_fit=W_fit, W_static=W_static, dtype=dtype, device=dev)
-    Unif = uniforms(xp, rng, (N, n), like=W0) if rounding == "stochastic" else None
-    Qp = xp.zeros((N, n), dtype=dtype, device=dev)
-    Zp = xp.zeros((N, n), dtype=dtype, device=dev)
-    Cp = xp.zeros((N, n), dtype=xp.bool, device=dev)
-
-    def quantize(t):
-        s, zp = cg.params(t, Wp)
-        val = first if (t == 0 and first is not None) else Wp[t]
-        if Unif is None:
-            q, c = round_nearest(xp, val, s, zp, cg.qmin, cg.qmax)
-        else:
-            q, c = round_stochastic(xp, val, s, zp, cg.qmin, cg.qmax, Unif[t])
-        Qp[t] = q
-        Zp[t] = val
-        Cp[t] = c
-        return Wp[t] - q  # the error that is propagated
-
+    ident = is_identity(perm)
+    Hp = H if ident else xp.take(xp.take(H, perm, axis=0), perm, axis=1)
     if method in ("blocked", "cholesky"):
+        # factor first, so that its temporaries are gone before the N × n working arrays exist
         if U is None:
             U = inverse_cholesky_upper(xp, Hp, lam, name=name)
-        if method == "cholesky":
-            _loop_cholesky(xp, Wp, U, quantize, [0, N], N)
-        else:
-            bounds = sorted(set(range(0, N, block_size)) | cg.boundaries(N) | {N})
-            _loop_cholesky(xp, Wp, U, quantize, bounds, _INNER)
         hdiag = xp.linalg.diagonal(U) if hasattr(xp.linalg, "diagonal") else xp.diagonal(U)
-    elif method == "inverse":
-        hdiag = _loop_inverse(xp, Wp, Hp, lam, quantize, name)
-    else:
-        hdiag = _loop_ridge(xp, Wp, Hp, lam, quantize, name)
+        hdiag = xp.asarray(hdiag, copy=True)
+        # M = D⁻¹U, unit upper triangular (w_s -= e_t M_ts), C-contiguous: U may be a view with
+        # negative strides (flipped factor), on which NumPy's matmul would leave BLAS.
+        M = contiguous(xp, U / hdiag[:, None])
+        del U, Hp
+    Wp = transpose_copy(xp, W0)  # N × n working matrix
+    if not ident:
+        Wp = xp.take(Wp, perm, axis=0)
+    cg = ColumnGrid(xp, grid, n=n, N=N, order=perm, W_fit=W_fit, W_static=W_static, dtype=dtype, device=dev)
+    Qp = xp.empty((N, n), dtype=dtype, device=dev)
+    Cp = xp.empty((N, n), dtype=xp.bool, device=dev)
 
+    use_fused = False
+    if method == "blocked":
+        from . import fused_gpu
+
+        use_fused = fused_gpu.wanted(xp, fused, dtype, cg)
+
+    E = None
+    if use_fused:
+        E = fused_gpu.run_blocked(xp, Wp, M, cg, Qp, Cp, rounding=rounding, rng=rng, first=first,
+                                  block_size=block_size)
+    else:
+        Unif = uniforms(xp, rng, (N, n), like=W0) if rounding == "stochastic" else None
+
+        def quantize(t):
+            s, zp = cg.params(t, Wp)
+            val = first if (t == 0 and first is not None) else Wp[t]
+            if Unif is None:
+                q, c = round_nearest(xp, val, s, zp, cg.qmin, cg.qmax)
+            else:
+                q, c = round_stochastic(xp, val, s, zp, cg.qmin, cg.qmax, Unif[t])
+            Qp[t] = q
+            Cp[t] = c
+            return Wp[t] - q  # the error that is propagated
+
+        if method == "cholesky":
+            _loop_cholesky(xp, Wp, M, quantize)
+        elif method == "blocked":
+            E = _loop_blocked(xp, Wp, M, quantize, _block_bounds(N, block_size, cg), _INNER, cg)
+        elif method == "inverse":
+            hdiag = _loop_inverse(xp, Wp, Hp, lam, quantize, name)
+        else:
+            hdiag = _loop_ridge(xp, Wp, Hp, lam, quantize, name)
+
+    # z_t = Wp[t]; errors e_t = z_t - q_t. E (the propagated errors) already holds them except at
+    # position 0 when Qronos rounds ``first`` there.
+    if first is not None:
+        Wp[0] = first
+    if E is None:
+        E = Wp - Qp
+    elif first is not None:
+        E[0] = Wp[0] - Qp[0]
     invperm = xp.argsort(perm)
-    Q = xp.take(Qp.T, invperm, axis=1)
-    Zt = Zp.T
-    clipped = Cp.T
+
+    def unpermute(A):  # N × n processing order -> n × N original order (a transposed view)
+        return (A if ident else xp.take(A, invperm, axis=0)).T
+
+    # The n × N fields are transposed views of the N × n working arrays (no copy: memory and time
+    # matter at 8192², see benchmarks/README.md); they are not C-contiguous.
     return dict(
-        Q=xp.asarray(Q, copy=True), errors=Zt - Qp.T, z=xp.asarray(Zt, copy=True), order=perm,
-        saturated=xp.any(clipped, axis=1), clipped=xp.asarray(clipped, copy=True),
-        alphabet=cg.alphabet(invperm), hinv_diag=hdiag,
+        Q=unpermute(Qp), errors=E.T, z=Wp.T, order=perm,
+        saturated=xp.any(Cp, axis=0), clipped=Cp.T,
+        alphabet=Alphabet(scale=unpermute(cg.scale_p), zero=unpermute(cg.zero_p), qmin=cg.qmin, qmax=cg.qmax),
+        hinv_diag=hdiag,
     )
 
 
-def _loop_cholesky(xp, Wp, U, quantize, bounds, inner):
-    """Cholesky form with lazy updates: outer blocks ``[bounds[i], bounds[i+1])`` split in
-    sub-blocks of ``inner`` columns; within a sub-block updates are immediate (rank one), then
-    the sub-block's scaled errors update the rest of the block, and the block's the rest of W."""
+def _block_bounds(N, block_size, cg):
+    """Outer blocks of the lazy batch form. With on-the-fly groups every group lies inside one
+    block (blocks are whole groups), so that a group's current weights are complete when it is
+    fitted: the block's rows receive every earlier update when the block starts."""
+    step = block_size
+    if cg.lazy:
+        step = cg.g * max(1, block_size // cg.g)
+    return list(range(0, N, step)) + [N]
+
+
+def _sub_bounds(i1, i2, inner, cg):
+    b = set(range(i1, i2, inner))
+    if cg.lazy:
+        b |= set(range(i1, i2, cg.g))  # a group starts at a sub-block start (its rows are then current)
+    return sorted(b) + [i2]
+
+
+def _loop_blocked(xp, Wp, M, quantize, bounds, inner, cg):
+    """Cholesky form with lazy batch updates, ``M = D⁻¹U`` unit upper triangular, ``E`` the
+    propagated errors (``N × n``, row ``t`` = column ``t``).
+
+    Outer block ``[i1, i2)``: its rows first receive every earlier error at once,
+    ``Wp[i1:i2] -= M[:i1, i1:i2]ᵀ E[:i1]`` (one GEMM with inner dimension ``i1``; "left-looking",
+    so the trailing matrix is never rewritten). Inside the block, sub-blocks of ``inner`` columns:
+    row ``t`` first receives the errors of the sub-block's earlier columns (one matrix-vector
+    product), is rounded, and at the end of the sub-block its errors reach the rest of the block
+    as one small GEMM. Each row of ``Wp`` is complete when it is rounded, so the result equals the
+    unblocked form up to floating point.
+    """
     N, n = Wp.shape
-    Err = xp.zeros((N, n), dtype=Wp.dtype, device=device_of(Wp))
+    E = xp.empty((N, n), dtype=Wp.dtype, device=device_of(Wp))
     for i1, i2 in zip(bounds[:-1], bounds[1:]):
-        for j1 in range(i1, i2, inner):
-            j2 = min(j1 + inner, i2)
+        if i1 > 0:
+            Wp[i1:i2] -= M[:i1, i1:i2].T @ E[:i1]
+        sb = _sub_bounds(i1, i2, inner, cg)
+        for j1, j2 in zip(sb[:-1], sb[1:]):
             for t in range(j1, j2):
-                d = quantize(t) / U[t, t]
-                Err[t] = d
-                if t + 1 < j2:
-                    Wp[t + 1:j2] -= U[t, t + 1:j2][:, None] * d[None, :]
+                if t > j1:
+                    Wp[t] -= M[j1:t, t] @ E[j1:t]
+                E[t] = quantize(t)
             if j2 < i2:
-                Wp[j2:i2] -= U[j1:j2, j2:i2].T @ Err[j1:j2]
-        if i2 < N:
-            Wp[i2:] -= U[i1:i2, i2:].T @ Err[i1:i2]
+                Wp[j2:i2] -= M[j1:j2, j2:i2].T @ E[j1:j2]
+    return E
+
+
+def _loop_cholesky(xp, Wp, M, quantize):
+    """Cholesky form without blocking: after each column every later row is updated at once,
+    ``Wp[t+1:] -= M[t, t+1:] ⊗ e_t`` (the reference for the blocked form)."""
+    N = Wp.shape[0]
+    for t in range(N):
+        e = quantize(t)
+        if t + 1 < N:
+            Wp[t + 1:] -= M[t, t + 1:][:, None] * e[None, :]
 
 
 def _loop_inverse(xp, Wp, Hp, lam, quantize, name):
