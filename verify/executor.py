@@ -24,6 +24,18 @@ EXECUTORS = ("process", "serial", "dask")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
+def _one_blas_thread():
+    """Worker initializer: one BLAS thread per worker process."""
+    for v in _THREAD_VARS:
+        os.environ[v] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
 class SerialExecutor(cf.Executor):
     """Runs each task at submission, in this process."""
 
@@ -48,17 +60,14 @@ def executor(kind: str = "process", *, workers: int | None = None, scheduler: st
         return
     if kind == "process":
         n = workers or os.cpu_count() or 1
+        # workers are spawned lazily (at the first submissions), so the one-thread BLAS setting
+        # must stay in the environment for the whole life of the pool; the initializer repeats it
+        # in each worker before anything imports NumPy
         saved = {v: os.environ.get(v) for v in _THREAD_VARS}
         for v in _THREAD_VARS:
             os.environ[v] = "1"
-        try:
-            pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
-        finally:
-            for v, old in saved.items():
-                if old is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = old
+        pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                                      initializer=_one_blas_thread)
         try:
             yield pool
         except BaseException:
@@ -66,6 +75,12 @@ def executor(kind: str = "process", *, workers: int | None = None, scheduler: st
             raise
         else:
             pool.shutdown(wait=True)
+        finally:
+            for v, old in saved.items():
+                if old is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = old
         return
     # dask
     try:
