@@ -3,7 +3,9 @@
 ``default`` (what ``ptq-bounds verify`` runs) is the union of small studies, each aimed at a set
 of claims and at one figure:
 
-* ``families``    every data family × OPTQ (GPTQ grids, float64 and float32), Qronos and RTN;
+* ``families``    every data family × OPTQ (GPTQ grids, float64 and float32, δZ), RTN, Qronos (both
+  variants) and OPTQ on X̃, three independent draws each;
+* ``stochastic_families``  stochastic OPTQ on every family (δZ and a T3-sized finite grid);
 * ``lambda``      λ sweep (11 values), deterministic OPTQ on δZ (T1 and its looser forms, L1; figures 1, 7);
 * ``ordering``    natural / decreasing / increasing / random orders (O1; figure 2);
 * ``stochastic``  R trials of one weight vector, stochastic OPTQ on δZ and on a finite grid sized by
@@ -30,21 +32,46 @@ GPTQ4 = {"kind": "gptq", "bits": 4, "sym": True}
 DZ = {"kind": "symmetric", "delta_rel": 0.125, "K": None}
 
 
-def _families():
+FAMILIES = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
+
+
+def _families(reps: int = 3):
+    """Every data family × OPTQ (GPTQ grids, float64 and float32, δZ), RTN, Qronos (both variants) and
+    OPTQ on X̃; ``reps`` independent draws of each."""
     cells = []
-    fams = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
-    for fam in fams:
+    for fam in FAMILIES:
         m = 48 if fam == "wide" else 256
-        base = dict(family=fam, m=m, N=64, n=32)
-        cells.append(Cell("families", dict(base, algorithm="optq", grid=GPTQ4, percdamp=0.01, order="decreasing")))
-        cells.append(Cell("families", dict(base, algorithm="optq", grid={"kind": "gptq", "bits": 3, "sym": False,
-                                                                         "group_size": 16},
-                                           percdamp=0.01, order="decreasing", dtype="float32")))
-        cells.append(Cell("families", dict(base, algorithm="optq", grid=DZ, lam_rel=0.01, order="natural")))
-        cells.append(Cell("families", dict(base, algorithm="rtn", grid=GPTQ4)))
-        cells.append(Cell("families", dict(base, algorithm="qronos", variant="projection", grid=GPTQ4,
-                                           lam_rel=0.01, order="decreasing",
-                                           mismatch={"kind": "quantized", "level": 0.05})))
+        for rep in range(reps):
+            base = dict(family=fam, m=m, N=64, n=32, rep=rep)
+            mm = {"kind": "quantized", "level": 0.05}
+            cells += [
+                Cell("families", dict(base, algorithm="optq", grid=GPTQ4, percdamp=0.01, order="decreasing")),
+                Cell("families", dict(base, algorithm="optq", grid={"kind": "gptq", "bits": 3, "sym": False,
+                                                                    "group_size": 16},
+                                      percdamp=0.01, order="decreasing", dtype="float32")),
+                Cell("families", dict(base, algorithm="optq", grid=DZ, lam_rel=0.01, order="natural")),
+                Cell("families", dict(base, algorithm="rtn", grid=GPTQ4)),
+                Cell("families", dict(base, algorithm="qronos", variant="projection", grid=GPTQ4, lam_rel=0.01,
+                                      order="decreasing", mismatch=mm)),
+                Cell("families", dict(base, algorithm="qronos", variant="original", grid=DZ, lam_rel=0.01,
+                                      order="decreasing", mismatch=mm)),
+                Cell("families", dict(base, algorithm="optq", grid=DZ, lam_rel=0.01, order="decreasing",
+                                      mismatch=mm)),
+            ]
+    return cells
+
+
+def _stochastic_families():
+    """Stochastic OPTQ on every family: 10000 trials of one weight vector on δZ and on a finite grid
+    sized by the T3 condition (T2 and T3 across families)."""
+    cells = []
+    for fam in FAMILIES:
+        m = 48 if fam == "wide" else 128
+        base = dict(family=fam, m=m, N=48, n=10000, same_w=True, algorithm="optq", rounding="stochastic",
+                    lam_rel=0.05, order="decreasing")
+        cells.append(Cell("stochastic_families", dict(base, grid=DZ)))
+        cells.append(Cell("stochastic_families", dict(base, grid={"kind": "symmetric", "delta_rel": 0.125,
+                                                                  "K": "t3"})))
     return cells
 
 
@@ -69,7 +96,7 @@ def _ordering():
 def _stochastic():
     cells = []
     for fam in ("tall", "heavy_tailed", "dead"):
-        base = dict(family=fam, m=128, N=48, n=2000, same_w=True, algorithm="optq", rounding="stochastic",
+        base = dict(family=fam, m=128, N=48, n=20000, same_w=True, algorithm="optq", rounding="stochastic",
                     lam_rel=0.05, order="decreasing", pair=fam)
         cells.append(Cell("stochastic", dict(base, grid=DZ)))
         cells.append(Cell("stochastic", dict(base, grid={"kind": "symmetric", "delta_rel": 0.125, "K": "t3"})))
@@ -89,7 +116,7 @@ def _mismatch():
         cells.append(Cell("mismatch", dict(base, algorithm="optq")))
     for level in (0.03, 0.3):
         for variant in ("projection", "original"):
-            cells.append(Cell("mismatch", dict(family="tall", m=192, N=48, n=1500, same_w=True, lam_rel=0.01,
+            cells.append(Cell("mismatch", dict(family="tall", m=192, N=48, n=10000, same_w=True, lam_rel=0.01,
                                                pair=f"stochastic level {level}",
                                                order="decreasing", rounding="stochastic", algorithm="qronos",
                                                variant=variant, mismatch={"kind": "noise", "level": level},
@@ -99,24 +126,25 @@ def _mismatch():
 
 def _alphabet():
     cells = []
-    for N in (16, 32, 64, 128, 256):
+    for N in (16, 32, 64, 128, 256, 512, 1024):
         base = dict(family="tall", m=2 * N, N=N, algorithm="optq", lam_rel=0.01, order="natural", grid=DZ,
                     pair=f"N={N}")
         cells.append(Cell("alphabet", dict(base, n=64)))
-        cells.append(Cell("alphabet", dict(base, n=400, same_w=True, rounding="stochastic")))
+        cells.append(Cell("alphabet", dict(base, n=2000, same_w=True, rounding="stochastic")))
     return cells
 
 
 def _p1():
     cells = []
-    for fam in ("tall", "dead", "duplicate", "heavy_tailed"):
-        cells.append(Cell("p1", dict(family=fam, m=192, N=48, n=32, algorithm="optq", lam_rel=0.05,
+    for fam in FAMILIES:
+        cells.append(Cell("p1", dict(family=fam, m=48 if fam == "wide" else 192, N=48, n=32, algorithm="optq", lam_rel=0.05,
                                      order="decreasing", grid={"kind": "symmetric", "delta_rel": 0.125, "K": "p1"})))
     return cells
 
 
 def default_campaign(seed: int = 0) -> Campaign:
-    cells = _families() + _lambda() + _ordering() + _stochastic() + _mismatch() + _alphabet() + _p1()
+    cells = (_families() + _stochastic_families() + _lambda() + _ordering() + _stochastic() + _mismatch()
+             + _alphabet() + _p1())
     return Campaign(name="default", seed=seed, cells=tuple(cells),
                     description="the built-in Monte Carlo campaign: every claim, synthetic data families")
 
