@@ -187,7 +187,7 @@ def _tolerance(claim: Claim, ctx: Context, lhs, rhs, rows):
         mult = math.sqrt(2 * math.log(2 * max(ctx.m, ctx.N) / ctx.eta))
         return tau, 2 * tau * np.sqrt(S) + dmax * math.sqrt(ctx.atol_c) * mult, "loop τ; 2τ√S"
     if model == "w":
-        return tau, ctx.atol_w[rows], "loop τ; τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t)"
+        return tau, ctx.atol_w[rows], "loop τ; τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t) (+ τ‖ŵ‖₂ for Qronos)"
     if model == "c":
         return C_Q * ctx.N * EPS64, np.full_like(rhs, 4 * ctx.atol_c), "float64 Cholesky: atol_c = 8·N·eps64·‖H_λ‖"
     if model == "c_rel":

@@ -25,7 +25,8 @@ Tolerance model (one-sided; SPEC §4 I1 note; DESIGN "tolerances follow the dtyp
   each pivot ``c_t`` carries an absolute error below ``C_Q·N·eps64·‖H_λ‖₂`` (``atol_c``); sums carry the
   sum of these.
 * ℓ∞ quantities: ``2τ·√S`` (an error of the residual vector is bounded by its ``X_λ``-norm).
-* Weight-unit quantities (``|z_t − w_t|``): ``τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t)``.
+* Weight-unit quantities (``|z_t − w_t|``): ``τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t)``; for Qronos,
+  whose loop starts from ``ŵ`` solved in the run's dtype, plus that solve's norm-wise error ``τ‖ŵ‖₂``.
 * Indicators (saturation) are exact.
 """
 
@@ -241,7 +242,12 @@ class Context:
 
     @cached_property
     def atol_w(self):
-        return self.tau * (np.abs(self.z) + np.abs(self.w0p) + 2 * self.reach + self.delta)
+        a = self.tau * (np.abs(self.z) + np.abs(self.w0p) + 2 * self.reach + self.delta)
+        if self.run.algorithm == "qronos":
+            # the loop started from ŵ solved in the run's dtype: a solve's error is norm-wise,
+            # ‖Δŵ‖₂ ≲ c·eps·cond(H̃_λ)·‖ŵ‖₂ ≤ τ‖ŵ‖₂, and may fall on an entry much smaller than ‖ŵ‖
+            a = a + self.tau * np.linalg.norm(self.w0p, axis=1, keepdims=True)
+        return a
 
     @cached_property
     def p1_condition(self):
