@@ -45,8 +45,12 @@ def run(args) -> int:
     if args.campaign == "real-llm":
         from ..llm.campaign import build_campaign
 
-        campaign = build_campaign(model=args.model, layers=args.layers, tokens=args.tokens, full=args.full,
-                                  seed=args.seed)
+        try:
+            campaign = build_campaign(model=args.model, layers=args.layers, tokens=args.tokens, full=args.full,
+                                      seed=args.seed, progress=not args.no_progress)
+        except (FileNotFoundError, ImportError, ValueError) as exc:  # model package, text, layers, tokens
+            print(f"ptq-bounds verify: real-llm: {exc}", file=sys.stderr)
+            return 2
     else:
         try:
             campaign = get_campaign(args.campaign, args.seed)
@@ -61,6 +65,8 @@ def run(args) -> int:
     print(format_summary(summary))
     path = write_json(args.json or out / f"{campaign.name}-summary.json", summary)
     print(f"store: {store.path}   summary: {path}")
+    if args.campaign == "real-llm":
+        _real_llm_report(store, campaign, out)
     if summary["violated"]:
         return 1
     if summary["errors"]:
@@ -70,3 +76,18 @@ def run(args) -> int:
         print("claims never in scope: " + ", ".join(summary["not_exercised"]), file=sys.stderr)
         return 3
     return 0
+
+
+def _real_llm_report(store, campaign, out: Path) -> None:
+    """Print the per-layer-type report of a real-LLM campaign and write it (Markdown and JSON)."""
+    from ..llm.report import format_layer_type_report, layer_type_report
+
+    rep = layer_type_report(store, campaign)
+    md = format_layer_type_report(rep)
+    print()
+    print(md)
+    path = out / f"{campaign.name}-report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(md + "\n")
+    jpath = write_json(out / f"{campaign.name}-report.json", rep)
+    print(f"per-layer-type report: {path} (JSON: {jpath})")

@@ -16,6 +16,8 @@ textsource   named calibration text sources and token batches
 capture      capture_inputs (float X), sequential_capture (X and X_tilde)
 stats        cond(X^T X), dead columns, activation outlier ratios
 cache        on-disk .npz cache of captures ($PTQ_CACHE_DIR)
+campaign     the real-LLM verification campaign (build_campaign, load_layer_data)
+report       per-layer-type report of a real-LLM campaign, read from the store
 """
 
 from .gguf_model import (  # noqa: F401
@@ -46,6 +48,11 @@ _LAZY = {
     "cached_inputs": "cache",
     "cached_sequential": "cache",
     "default_cache_dir": "cache",
+    "build_campaign": "campaign",
+    "load_layer_data": "campaign",
+    "layer_type_report": "report",
+    "format_layer_type_report": "report",
+    "tightness_records": "report",
 }
 
 __all__ = [

@@ -49,6 +49,7 @@ __all__ = [
     "load_npz",
     "cached_inputs",
     "cached_sequential",
+    "sequential_key",
 ]
 
 CACHE_VERSION = 1
@@ -222,6 +223,7 @@ def cached_sequential(
     cache_dir=None,
     regenerate: bool = False,
     progress: bool = True,
+    quantize_all: bool = False,
 ) -> dict[str, CachedLayer]:
     """:func:`sequential_capture` with an on-disk cache.
 
@@ -232,11 +234,25 @@ def cached_sequential(
     on how every earlier layer was treated.  Any miss reruns the whole
     sequential pass.  Stored: ``X``/``X_tilde`` (``store="X"``) or
     ``H``/``H_tilde``/``G`` (``store="H"``).
+
+    ``quantize_all=True``: *every* linear layer, selected or not, is quantized
+    with ``quantize`` (``unselected`` must be left out).  ``X_tilde`` of a
+    layer then depends only on the layers before it, not on the selection,
+    so the key omits the selection (``"selection_sha256": "all-quantized"``):
+    captures are shared by every selection, and a miss recomputes only the
+    missing layers (one pass up to the last missing block).
     """
     if not isinstance(model, GGUFModel):
         raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
     if not isinstance(quantizer_id, str) or not quantizer_id:
         raise ValueError("quantizer_id: a non-empty string naming the quantize callback is required")
+    if quantize_all:
+        if unselected is not None or unselected_id is not None:
+            raise ValueError("quantize_all=True quantizes every layer with `quantize`: leave unselected "
+                             "and unselected_id out")
+        return _cached_sequential_all(model, quantize, quantizer_id, source=source, n_tokens=n_tokens,
+                                      seq_len=seq_len, layers=layers, store=store, add_bos=add_bos,
+                                      cache_dir=cache_dir, regenerate=regenerate, progress=progress)
     if callable(unselected):
         if not isinstance(unselected_id, str) or not unselected_id:
             raise ValueError("unselected_id: required (non-empty str) when unselected is a callable")
@@ -298,3 +314,58 @@ def cached_sequential(
         save_npz_atomic(p, arrays, keys[l.name], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
         out[l.name] = CachedLayer(l.name, arrays, r.stats, r.stats_tilde, meta, p, False, keys[l.name])
     return out
+
+
+def sequential_key(model: GGUFModel, quantizer_id: str, layer: str, *, source="licenses", n_tokens: int = 2048,
+                   seq_len: int = 512, store: str = "X", add_bos: bool | None = None) -> dict:
+    """The cache key of one layer captured by ``cached_sequential(..., quantize_all=True)``.
+
+    It holds the model file's SHA-256, the text source and its SHA-256, ``n_tokens``, ``seq_len``,
+    ``add_bos``, the quantizer identity and the layer: enough to trace (and find) the data.
+    """
+    return dict(_all_base_key(model, quantizer_id, source, n_tokens, seq_len, store, add_bos),
+                layer=model.layer(layer).name)
+
+
+def _all_base_key(model, quantizer_id, source, n_tokens, seq_len, store, add_bos) -> dict:
+    base = _base_key(model, load_text(source), n_tokens, seq_len, add_bos, store)
+    base.update({"mode": "sequential", "quantizer_id": quantizer_id, "unselected": "same-quantizer",
+                 "selection_sha256": "all-quantized"})
+    return base
+
+
+def _cached_sequential_all(model, quantize, quantizer_id, *, source, n_tokens, seq_len, layers, store, add_bos,
+                           cache_dir, regenerate, progress) -> dict[str, CachedLayer]:
+    cdir = _resolve_dir(cache_dir)
+    sel = model.resolve_layers(layers)
+    base = _all_base_key(model, quantizer_id, source, n_tokens, seq_len, store, add_bos)
+    keys = {l.name: dict(base, layer=l.name) for l in sel}
+    out: dict[str, CachedLayer] = {}
+    missing = []
+    for l in sel:
+        p = cache_path(cdir, keys[l.name])
+        hit = None if regenerate else load_npz(p, keys[l.name])
+        if hit is None:
+            missing.append(l.name)
+            continue
+        arrays, extra = hit
+        out[l.name] = CachedLayer(l.name, arrays, extra.get("stats", {}), extra.get("stats_tilde"),
+                                  extra.get("meta", {}), p, True, keys[l.name])
+    if missing:
+        ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
+        meta_common = ct.metadata()
+        meta_common.update({"model": model.identity, "mode": "sequential", "quantizer_id": quantizer_id,
+                            "unselected": "same-quantizer"})
+        keep = (("X", "X_tilde", "stats", "stats_tilde") if store == "X"
+                else ("H", "H_tilde", "G", "stats", "stats_tilde"))
+        recs = sequential_capture(model, ct, quantize, missing, unselected=quantize, keep=keep, progress=progress)
+        for n in missing:
+            r = recs[n]
+            l = model.layer(n)
+            arrays = {"X": r.X, "X_tilde": r.X_tilde} if store == "X" else {"H": r.H, "H_tilde": r.H_tilde, "G": r.G}
+            meta = dict(meta_common, layer=n, storage_type=l.storage_type, shape=list(l.shape),
+                        quantize_seconds=r.quantize_seconds)
+            p = cache_path(cdir, keys[n])
+            save_npz_atomic(p, arrays, keys[n], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
+            out[n] = CachedLayer(n, arrays, r.stats, r.stats_tilde, meta, p, False, keys[n])
+    return {l.name: out[l.name] for l in sel}
