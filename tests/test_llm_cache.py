@@ -20,24 +20,18 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from verify.llm import gguf_model as gm  # noqa: E402
-
 KW = dict(source="licenses", n_tokens=64, seq_len=32, progress=False)
 
 
 @pytest.fixture(scope="module")
-def model():
-    try:
-        gm.find_gguf()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+def model(smollm2):
     from verify.llm.textsource import load_text
 
     try:
         load_text("licenses")
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return gm.load_model()
+    return smollm2
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

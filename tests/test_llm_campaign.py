@@ -29,12 +29,8 @@ LAYERS = "blk.0.attn_q,blk.0.attn_output"
 
 
 @pytest.fixture(scope="module")
-def model():
-    try:
-        gm.find_gguf()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    return gm.load_model()
+def model(smollm2):
+    return smollm2
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +215,26 @@ def test_verify_command_real_llm(model, cache_dir, tmp_path, capsys):
     assert (out / "real-llm-custom-report.md").is_file() and (out / "real-llm-custom-summary.json").is_file()
     rc = main(["verify", "--campaign", "real-llm", "--layers", "blk.0.nope", "--out", str(out), "--no-progress"])
     assert rc == 2
+
+
+def test_quick_real_llm_campaign_end_to_end(model, tmp_path, monkeypatch):
+    """The documented quick subset, exactly as `ptq-bounds verify --campaign real-llm --quick` runs it
+    (default tokens, recipes and executor) from a cold capture cache: every layer type of SmolLM2,
+    every cell finished, no cell error and no claim violated."""
+    from verify.cli import main
+    from verify.llm.campaign import QUICK_LAYERS
+
+    monkeypatch.setenv("PTQ_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    try:
+        rc = main(["verify", "--campaign", "real-llm", "--quick", "--out", str(out), "--no-progress"])
+    except FileNotFoundError as exc:  # pragma: no cover - no licence texts on this machine
+        pytest.skip(str(exc))
+    s = json.loads((out / "real-llm-summary.json").read_text())
+    assert rc == 0, (s["violated"], s["errors"])
+    assert s["cells"] == s["cells_expected"] > 0 and s["errors"] == [] and s["violated"] == []
+    rep = json.loads((out / "real-llm-report.json").read_text())
+    assert set(rep["types"]) == {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+    assert QUICK_LAYERS == ("blk.0.attn_q", "blk.1")
+    # Qronos and OPTQ on the real X̃ are compared for the layers that see quantized inputs
+    assert rep["qronos_vs_optq"]["attn_output"] and rep["qronos_vs_optq"]["ffn_down"]

@@ -27,12 +27,8 @@ N_SEQ, SEQ = 2, 48
 
 
 @pytest.fixture(scope="module")
-def model():
-    try:
-        gm.find_gguf()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    return gm.load_model()
+def model(smollm2):
+    return smollm2
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,8 @@ from verify.llm import gguf_model as gm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model():
-    try:
-        gm.find_gguf()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    return gm.load_model()
+def model(smollm2):
+    return smollm2
 
 
 def test_config_from_metadata(model):

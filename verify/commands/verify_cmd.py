@@ -36,7 +36,10 @@ def add_arguments(p):
     p.add_argument("--model", default="smollm2-135m", help="real-llm: model name (default smollm2-135m)")
     p.add_argument("--layers", default=None, help="real-llm: comma-separated layer names or patterns")
     p.add_argument("--tokens", type=int, default=None, help="real-llm: calibration tokens")
-    p.add_argument("--full", action="store_true", help="real-llm: all layers (default: the quick subset)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="real-llm: the quick subset, blk.0.attn_q and every layer of blk.1 (the default)")
+    size.add_argument("--full", action="store_true", help="real-llm: all 210 linear layers")
 
 
 def run(args) -> int:
