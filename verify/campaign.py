@@ -111,7 +111,9 @@ def make_layer(cfg: dict, rng: np.random.Generator):
     if "llm" in cfg:
         from .llm.campaign import load_layer_data
 
-        return load_layer_data(cfg, rng)
+        W, X, Xt = load_layer_data(cfg, rng)
+        dtype = np.dtype(cfg.get("dtype", W.dtype))  # the stored data are float32; a float64 re-run casts
+        return tuple(None if a is None else a.astype(dtype, copy=False) for a in (W, X, Xt))
     from .data import make_X, mismatch
 
     fam, m, N = cfg["family"], int(cfg["m"]), int(cfg["N"])

@@ -55,7 +55,21 @@ def render(paths) -> str:
     from theory.report import render_paper_checks
 
     summaries = [json.loads(Path(p).read_text()) for p in paths]
-    return render_paper_checks(evidence_from_summaries(summaries))
+    text = render_paper_checks(evidence_from_summaries(summaries))
+    rechecks = [(s.get("campaign") or s.get("name"), s["float64_recheck"]) for s in summaries if "float64_recheck" in s]
+    if rechecks:
+        from ..recheck import format_float64_recheck
+
+        parts = ["## Float32 ratios above 1", "",
+                 "A float32 run is judged with the loop's float32 accuracy as tolerance, so a deterministic bound can "
+                 "show a ratio above 1 in the summary without being violated. Per campaign, the worst such cells were "
+                 "run again in float64 on the same data (`ptq-bounds verify`, option `--recheck`).", ""]
+        for name, rc in rechecks:
+            sec = format_float64_recheck(rc).replace("### Deterministic bounds above ratio 1 in float32: float64 re-check",
+                                                     f"### Campaign `{name}`")
+            parts.append(sec)
+        text = text.rstrip("\n") + "\n\n" + "\n".join(parts).rstrip("\n") + "\n"
+    return text
 
 
 def run(args) -> int:

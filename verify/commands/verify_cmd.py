@@ -2,8 +2,10 @@
 
 Finished cells go to the result store as they complete (SQLite, default
 ``ptq-results/store.sqlite``); interrupting and re-running continues where it stopped. At the end a
-summary table is printed and written as JSON; the exit code is 1 when a claim is violated and 2
-when a cell failed to run.
+summary table is printed and written as JSON. Float32 cells whose deterministic bounds show a ratio
+above 1 within the float32 tolerance are re-run in float64 (the worst ``--recheck`` of them), and the
+result goes into the summary. The exit code is 1 when a claim is violated (also in that float64
+re-check), 2 when a cell failed to run, 3 when the default campaign left a claim unexercised.
 """
 
 from __future__ import annotations
@@ -36,10 +38,25 @@ def add_arguments(p):
     p.add_argument("--model", default="smollm2-135m", help="real-llm: model name (default smollm2-135m)")
     p.add_argument("--layers", default=None, help="real-llm: comma-separated layer names or patterns")
     p.add_argument("--tokens", type=int, default=None, help="real-llm: calibration tokens")
+    p.add_argument("--recheck", type=_nonneg_int, default=8, metavar="K",
+                   help="re-run in float64 the K worst float32 cells whose deterministic bounds show a ratio above 1 "
+                        "within the float32 tolerance (default 8; 0: none)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="real-llm: the quick subset, blk.0.attn_q and every layer of blk.1 (the default)")
     size.add_argument("--full", action="store_true", help="real-llm: all 210 linear layers")
+
+
+def _nonneg_int(s: str) -> int:
+    import argparse
+
+    try:
+        k = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {s!r}") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {k}")
+    return k
 
 
 def run(args) -> int:
@@ -66,11 +83,22 @@ def run(args) -> int:
     summary = run_campaign(campaign, store, executor_kind=args.executor, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit)
     print(format_summary(summary))
+    if summary["cells"]:
+        from ..recheck import float64_recheck, recheck_line
+
+        summary["float64_recheck"] = float64_recheck(store, campaign, limit=args.recheck,
+                                                     progress=not args.no_progress)
+        print(recheck_line(summary["float64_recheck"]))
     path = write_json(args.json or out / f"{campaign.name}-summary.json", summary)
     print(f"store: {store.path}   summary: {path}")
     if args.campaign == "real-llm":
-        _real_llm_report(store, campaign, out)
+        _real_llm_report(store, campaign, out, summary.get("float64_recheck"))
     if summary["violated"]:
+        return 1
+    bad64 = sorted({k for r in summary.get("float64_recheck", {}).get("rechecked", [])
+                    for k, d in r.get("claims", {}).items() if d["float64_status"] == "violated"})
+    if bad64:
+        print("violated in the float64 re-check: " + ", ".join(bad64), file=sys.stderr)
         return 1
     if summary["errors"]:
         return 2
@@ -81,12 +109,18 @@ def run(args) -> int:
     return 0
 
 
-def _real_llm_report(store, campaign, out: Path) -> None:
-    """Print the per-layer-type report of a real-LLM campaign and write it (Markdown and JSON)."""
+def _real_llm_report(store, campaign, out: Path, recheck: dict | None) -> None:
+    """Print the per-layer-type report of a real-LLM campaign and write it (Markdown and JSON), with the
+    float64 re-check of the worst float32 cells whose deterministic bounds show a ratio above 1 within
+    the float32 tolerance."""
     from ..llm.report import format_layer_type_report, layer_type_report
+    from ..recheck import format_float64_recheck
 
     rep = layer_type_report(store, campaign)
     md = format_layer_type_report(rep)
+    if recheck is not None:
+        rep["float64_recheck"] = recheck
+        md += "\n" + format_float64_recheck(recheck)
     print()
     print(md)
     path = out / f"{campaign.name}-report.md"
