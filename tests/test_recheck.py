@@ -51,3 +51,28 @@ def test_recheck_reruns_the_flagged_float32_cell_in_float64(tmp_path):
     assert float64_recheck(store, camp, limit=0, progress=False)["rechecked"] == []
     with pytest.raises(ValueError, match="limit"):
         float64_recheck(store, camp, limit=-1)
+
+
+def test_precision_recheck_brings_float32_out_of_scope_rows_into_scope(tmp_path):
+    """An ill-conditioned float32 cell (τ > 0.05: I1 out of scope in float32) is re-run in float64,
+    where the exact identity is checked on those rows and holds."""
+    from verify.recheck import float64_precision_recheck, format_float64_precision_recheck
+
+    cfg = dict(BASE, family="ill_conditioned", cond=1e6, lam_rel=1e-6, dtype="float32")
+    del cfg["percdamp"]
+    camp, store = _run(tmp_path, cfg)
+    (c,) = store.cells(camp.id, measurements=False)
+    i1 = next(v for v in c["verdicts"] if v["claim"] == "I1")
+    assert i1["in_scope"] == 0 and any(r.startswith("loop precision too coarse") for r in i1["reasons"])
+    rc = float64_precision_recheck(store, camp, progress=False)
+    assert rc["cells_limited"] == 1
+    (r,) = rc["rechecked"]
+    d = r["claims"]["I1"]
+    assert d["float32_rows_out_precision"] == 8
+    assert d["float64_status"] == "consistent" and d["float64_rows_in_scope"] == 8
+    assert abs(d["float64_worst_ratio"] - 1) < 1e-6
+    md = format_float64_precision_recheck(rc)
+    assert "| I1 | 1 | 8 | 8 | 0 |" in md
+    # float64 cells are never re-run
+    camp64, store64 = _run(tmp_path / "b", dict(cfg, dtype="float64"))
+    assert float64_precision_recheck(store64, camp64, progress=False)["cells_limited"] == 0

@@ -56,19 +56,26 @@ def render(paths) -> str:
 
     summaries = [json.loads(Path(p).read_text()) for p in paths]
     text = render_paper_checks(evidence_from_summaries(summaries))
-    rechecks = [(s.get("campaign") or s.get("name"), s["float64_recheck"]) for s in summaries if "float64_recheck" in s]
-    if rechecks:
-        from ..recheck import format_float64_recheck
+    from ..recheck import format_float64_precision_recheck, format_float64_recheck
 
-        parts = ["## Float32 ratios above 1", "",
-                 "A float32 run is judged with the loop's float32 accuracy as tolerance, so a deterministic bound can "
-                 "show a ratio above 1 in the summary without being violated. Per campaign, the worst such cells were "
-                 "run again in float64 on the same data (`ptq-bounds verify`, option `--recheck`).", ""]
-        for name, rc in rechecks:
-            sec = format_float64_recheck(rc).replace("### Deterministic bounds above ratio 1 in float32: float64 re-check",
-                                                     f"### Campaign `{name}`")
-            parts.append(sec)
-        text = text.rstrip("\n") + "\n\n" + "\n".join(parts).rstrip("\n") + "\n"
+    sections = (
+        ("float64_recheck", format_float64_recheck, "### Deterministic bounds above ratio 1 in float32: float64 re-check",
+         ["## Float32 ratios above 1", "",
+          "A float32 run is judged with the loop's float32 accuracy as tolerance, so a deterministic bound can "
+          "show a ratio above 1 in the summary without being violated. Per campaign, the worst such cells were "
+          "run again in float64 on the same data (`ptq-bounds verify`, option `--recheck`).", ""]),
+        ("float64_precision_recheck", format_float64_precision_recheck,
+         "### Out of scope for float32 precision: float64 re-check",
+         ["## Float32 precision: out-of-scope rows checked in float64", "",
+          "Where cond(H_λ) makes the float32 loop too coarse to resolve a claim (τ > 0.05), its rows are out of "
+          "scope in float32. Per campaign, the cells with the most such rows were run again in float64 on the same "
+          "data (`ptq-bounds verify`, option `--recheck-precision`).", ""]),
+    )
+    for key, fmt, heading, intro in sections:
+        found = [(s.get("campaign") or s.get("name"), s[key]) for s in summaries if key in s]
+        if found:
+            parts = list(intro) + [fmt(rc).replace(heading, f"### Campaign `{name}`") for name, rc in found]
+            text = text.rstrip("\n") + "\n\n" + "\n".join(parts).rstrip("\n") + "\n"
     return text
 
 

@@ -41,6 +41,9 @@ def add_arguments(p):
     p.add_argument("--recheck", type=_nonneg_int, default=8, metavar="K",
                    help="re-run in float64 the K worst float32 cells whose deterministic bounds show a ratio above 1 "
                         "within the float32 tolerance (default 8; 0: none)")
+    p.add_argument("--recheck-precision", type=_nonneg_int, default=8, metavar="K",
+                   help="re-run in float64 the K float32 cells with the most rows out of scope because the loop's "
+                        "float32 precision could not resolve a claim (default 8; 0: none)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="real-llm: the quick subset, blk.0.attn_q and every layer of blk.1 (the default)")
@@ -84,18 +87,22 @@ def run(args) -> int:
                            scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit)
     print(format_summary(summary))
     if summary["cells"]:
-        from ..recheck import float64_recheck, recheck_line
+        from ..recheck import float64_precision_recheck, float64_recheck, precision_recheck_line, recheck_line
 
         summary["float64_recheck"] = float64_recheck(store, campaign, limit=args.recheck,
                                                      progress=not args.no_progress)
         print(recheck_line(summary["float64_recheck"]))
+        summary["float64_precision_recheck"] = float64_precision_recheck(store, campaign, limit=args.recheck_precision,
+                                                                         progress=not args.no_progress)
+        print(precision_recheck_line(summary["float64_precision_recheck"]))
     path = write_json(args.json or out / f"{campaign.name}-summary.json", summary)
     print(f"store: {store.path}   summary: {path}")
     if args.campaign == "real-llm":
-        _real_llm_report(store, campaign, out, summary.get("float64_recheck"))
+        _real_llm_report(store, campaign, out, summary.get("float64_recheck"), summary.get("float64_precision_recheck"))
     if summary["violated"]:
         return 1
-    bad64 = sorted({k for r in summary.get("float64_recheck", {}).get("rechecked", [])
+    bad64 = sorted({k for key in ("float64_recheck", "float64_precision_recheck")
+                    for r in summary.get(key, {}).get("rechecked", [])
                     for k, d in r.get("claims", {}).items() if d["float64_status"] == "violated"})
     if bad64:
         print("violated in the float64 re-check: " + ", ".join(bad64), file=sys.stderr)
@@ -109,18 +116,21 @@ def run(args) -> int:
     return 0
 
 
-def _real_llm_report(store, campaign, out: Path, recheck: dict | None) -> None:
+def _real_llm_report(store, campaign, out: Path, recheck: dict | None, precision: dict | None = None) -> None:
     """Print the per-layer-type report of a real-LLM campaign and write it (Markdown and JSON), with the
     float64 re-check of the worst float32 cells whose deterministic bounds show a ratio above 1 within
     the float32 tolerance."""
     from ..llm.report import format_layer_type_report, layer_type_report
-    from ..recheck import format_float64_recheck
+    from ..recheck import format_float64_precision_recheck, format_float64_recheck
 
     rep = layer_type_report(store, campaign)
     md = format_layer_type_report(rep)
     if recheck is not None:
         rep["float64_recheck"] = recheck
         md += "\n" + format_float64_recheck(recheck)
+    if precision is not None:
+        rep["float64_precision_recheck"] = precision
+        md += "\n" + format_float64_precision_recheck(precision)
     print()
     print(md)
     path = out / f"{campaign.name}-report.md"
