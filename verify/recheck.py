@@ -197,6 +197,11 @@ def format_float64_precision_recheck(rc: dict) -> str:
                  f"{'–' if a['worst'] is None else format(a['worst'], '.4f')} | "
                  f"{'–' if why is None else f'{why[0]} ({why[1]} rows)'} |")
     L.append("")
+    L.append("Probability and expectation claims are judged per cell by their exact tests (the violated-cells "
+             "column). Their worst ratio is over all in-scope rows, so it can exceed 1 on allowed rows. For the "
+             "claims that hold jointly with no saturation, it also counts saturated rows, which the claim does "
+             "not bound.")
+    L.append("")
     return "\n".join(L)
 
 
