@@ -81,14 +81,8 @@ def optq(
     n, N = W.shape
     opts = _check_options(grid, n, N, rounding, rng, block_size, method, dead)
     check_lambda(lam, percdamp)
-    dtype = W.dtype
-    dev = device_of(W)
-    H, lam_used, dead_mask, diagH = prepare_hessian(xp, X, lam=lam, percdamp=percdamp, dead=dead, dtype=dtype)
-    W0 = xp.asarray(W, copy=True)
-    if dead == "zero" and bool(xp.any(dead_mask)):
-        W0[:, dead_mask] = 0
-    _check_representable(xp, W0, grid)
-    perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
+    W0, H, lam_used, dead_mask, perm = _start(xp, W, X, grid, lam=lam, percdamp=percdamp, dead=dead, order=order,
+                                              rng=rng)
     out = run_columns(
         xp, W0, H, lam_used, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
         method=method, W_fit=W, W_static=W0, name="X",
@@ -98,6 +92,18 @@ def optq(
         m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",
                                         percdamp=percdamp), **out,
     )
+
+
+def _start(xp, W, X, grid, *, lam, percdamp, dead, order, rng):
+    """The loop's start: ``H_λ`` (GPTQ's dead-feature handling), the starting weights ``W0`` (dead
+    features zeroed with ``dead="zero"``), checked against the grid, and the processing order."""
+    H, lam_used, dead_mask, diagH = prepare_hessian(xp, X, lam=lam, percdamp=percdamp, dead=dead, dtype=W.dtype)
+    W0 = xp.asarray(W, copy=True)
+    if dead == "zero" and bool(xp.any(dead_mask)):
+        W0[:, dead_mask] = 0
+    _check_representable(xp, W0, grid)
+    perm = resolve_order(xp, order, diagH, W.shape[1], rng=rng, device=device_of(W))
+    return W0, H, lam_used, dead_mask, perm
 
 
 def _check_options(grid, n, N, rounding, rng, block_size, method, dead):

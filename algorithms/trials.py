@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numbers
 
-from ._backend import device_of, namespace, to_numpy
-from .cholesky import inverse_cholesky_upper, prepare_hessian
+from ._backend import namespace, to_numpy
+from .cholesky import inverse_cholesky_upper
 from .grids import Alphabet, Grid
-from .optq import _check_options, _check_representable, run_columns
-from .ordering import resolve_order
+from .optq import _check_options, _start, run_columns
 from .result import QuantResult
 from .validation import check_int, check_lambda, check_layer
 
@@ -46,14 +45,8 @@ def optq_trials(w, X, *, grid: Grid, trials: int, rng, lam: float | None = None,
     if rng is None:
         raise ValueError("optq_trials needs rng=numpy.random.default_rng(seed) (stochastic rounding)")
     opts = _check_options(grid, 1, N, "stochastic", rng, block_size, "blocked", dead)
-    dtype = w.dtype
-    dev = device_of(w)
-    H, lam_used, dead_mask, diagH = prepare_hessian(xp, X, lam=lam, percdamp=percdamp, dead=dead, dtype=dtype)
-    w0 = xp.asarray(w, copy=True)
-    if dead == "zero" and bool(xp.any(dead_mask)):
-        w0[:, dead_mask] = 0
-    _check_representable(xp, w0, grid)
-    perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
+    w0, H, lam_used, dead_mask, perm = _start(xp, w, X, grid, lam=lam, percdamp=percdamp, dead=dead, order=order,
+                                              rng=rng)
     Hp = xp.take(xp.take(H, perm, axis=0), perm, axis=1)
     U = inverse_cholesky_upper(xp, Hp, lam_used, name="X")
     del Hp

@@ -10,13 +10,14 @@ deficiencies; every series also differs by marker or line style, so the figures 
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from verify._atomic import atomic_path
 
 __all__ = ["OKABE_ITO", "CYCLE", "MARKERS", "LINESTYLES", "color_for", "marker_for", "style", "new_figure",
            "add_footer", "save", "note", "legend_axes", "collect_legend", "plain_log_ticks", "FORMATS"]
@@ -127,11 +128,10 @@ def save(fig: Figure, out_dir, stem: str, formats=FORMATS, dpi: int | None = Non
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        tmp = out / f".{stem}.{os.getpid()}.tmp.{fmt}"
         kw = {"metadata": {"Software": "provable-ptq figures"}} if fmt in ("png", "pdf") else {}
         if fmt == "pdf":
             kw = {"metadata": {"Creator": "provable-ptq figures"}}
-        fig.savefig(tmp, format=fmt, dpi=dpi, **kw)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, **kw)
         paths.append(path)
     return paths

@@ -11,8 +11,11 @@ import importlib.util
 import numpy as np
 import pytest
 
+from algorithms._backend import to_numpy
 
-def _cupy_ready() -> bool:
+
+def cupy_ready() -> bool:
+    """CuPy is installed and sees a CUDA device."""
     if importlib.util.find_spec("cupy") is None:
         return False
     try:
@@ -31,7 +34,7 @@ BACKENDS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("torch", id="torch", marks=pytest.mark.skipif(not _torch_ready(), reason="torch not installed")),
     pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu,
-                                           pytest.mark.skipif(not _cupy_ready(), reason="CuPy or a GPU is absent")]),
+                                           pytest.mark.skipif(not cupy_ready(), reason="CuPy or a GPU is absent")]),
 ]
 
 
@@ -60,16 +63,7 @@ class Backend:
 
         return cupy.asarray(a)
 
-    @staticmethod
-    def numpy(a):
-        if a is None or isinstance(a, np.ndarray):
-            return a
-        mod = type(a).__module__
-        if mod.startswith("cupy"):
-            return a.get()
-        if mod.startswith("torch"):
-            return a.detach().cpu().numpy()
-        return np.asarray(a)
+    numpy = staticmethod(to_numpy)
 
     def __repr__(self):
         return f"Backend({self.name})"

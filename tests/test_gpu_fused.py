@@ -27,23 +27,15 @@ import pytest
 from algorithms import Grid, optq, qronos
 from algorithms import fused_gpu
 
+from conftest import cupy_ready
 from test_gpu_loop import GRIDS, assert_same_run, make_layer
 
 optq_mod = importlib.import_module("algorithms.optq")
 
 
-def _cupy_ready() -> bool:
-    if importlib.util.find_spec("cupy") is None:
-        return False
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
 
 
-needs_gpu = pytest.mark.skipif(not _cupy_ready(), reason="CuPy or a GPU is absent")
+needs_gpu = pytest.mark.skipif(not cupy_ready(), reason="CuPy or a GPU is absent")
 
 
 # -- 1. nvcc ---------------------------------------------------------------------------------------

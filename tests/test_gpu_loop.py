@@ -15,19 +15,11 @@ import numpy as np
 import pytest
 
 from algorithms import Grid, optq, qronos
+from algorithms._backend import to_numpy as _np
 
 __all__ = ["assert_same_run", "make_layer", "GRIDS"]
 
 
-def _np(a):
-    if a is None or isinstance(a, np.ndarray):
-        return a
-    mod = type(a).__module__
-    if mod.startswith("cupy"):
-        return a.get()
-    if mod.startswith("torch"):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def assert_same_run(ref, res, *, uniforms=None, max_diverged=0.35, ztol=None):

@@ -1,7 +1,6 @@
 """On-disk cache of calibration captures (verify.llm.cache)."""
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,6 @@ os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
-
-try:
-    import verify.llm  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KW = dict(source="licenses", n_tokens=64, seq_len=32, progress=False)
 

@@ -4,8 +4,6 @@ clear errors when captured data are missing."""
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +15,7 @@ os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
 
-try:
-    import verify.llm  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from verify.llm import gguf_model as gm  # noqa: E402
+from verify.llm import gguf_model as gm  # noqa: E402 (after the importorskip guards)
 
 TOKENS = 256  # one sequence of 256 tokens: small, but real text through the real network
 LAYERS = "blk.0.attn_q,blk.0.attn_output"

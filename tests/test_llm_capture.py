@@ -1,9 +1,7 @@
 """Calibration capture for PTQ on SmolLM2-135M: float X and sequential X_tilde."""
 
 import os
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +14,7 @@ os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
 
-try:
-    import verify.llm  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from verify.llm import gguf_model as gm  # noqa: E402
+from verify.llm import gguf_model as gm  # noqa: E402 (after the importorskip guards)
 
 N_SEQ, SEQ = 2, 48
 

@@ -5,8 +5,6 @@ chunk wheels, ~250 MB, assembled once into the cache directory).
 """
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +17,7 @@ os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
 
-try:
-    import verify.llm  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from verify.llm import gguf_model as gm  # noqa: E402
+from verify.llm import gguf_model as gm  # noqa: E402 (after the importorskip guards)
 
 
 @pytest.fixture(scope="module")

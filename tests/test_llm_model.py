@@ -1,8 +1,6 @@
 """SmolLM2-135M GGUF loader, tokenizer and NumPy forward pass (verify.llm)."""
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +13,7 @@ os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 pytest.importorskip("gguf", reason="needs the llm extra (gguf)")
 pytest.importorskip("tokenizers", reason="needs the llm extra (tokenizers)")
 
-try:
-    import verify.llm  # noqa: F401
-except ImportError:  # running plain `pytest` without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from verify.llm import gguf_model as gm  # noqa: E402
+from verify.llm import gguf_model as gm  # noqa: E402 (after the importorskip guards)
 
 
 @pytest.fixture(scope="module")

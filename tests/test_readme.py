@@ -20,9 +20,12 @@ def test_two_setup_commands():
     cmds = setup_commands()
     assert len(cmds) == 2
     assert "pip install" in cmds[0] and cmds[0].rstrip().endswith("ptq-bounds verify")
-    assert "pytest" in cmds[1]
+    assert cmds[1] == "python -m pytest"
 
 
 def test_ci_runs_the_readme_block():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "setup:begin" in ci and "README.md" in ci and "venv" in ci
+    # the install command comes from the README; the test command is checked against it and run
+    assert re.search(r"^python -m pytest$", ci, re.M)
+    assert 'bash -euo pipefail -c "$install_cmd"' in ci

@@ -39,6 +39,7 @@ def test_recheck_reruns_the_flagged_float32_cell_in_float64(tmp_path):
     assert rc["cells_exceeding"] == 1  # the float64 cell is not re-run: it is float64 already
     (r,) = rc["rechecked"]
     assert r["key"] == c32["key"] and "T1.sum_c" in r["claims"]
+    assert r["dtype"] == "float64"  # the loop itself ran in float64, not the stored float32 data
     d = r["claims"]["T1.sum_c"]
     assert d["float32_worst_ratio"] == 1.2
     # recomputed in float64 on the same data: the bound holds, with its true ratio below 1
@@ -67,6 +68,7 @@ def test_precision_recheck_brings_float32_out_of_scope_rows_into_scope(tmp_path)
     rc = float64_precision_recheck(store, camp, progress=False)
     assert rc["cells_limited"] == 1
     (r,) = rc["rechecked"]
+    assert r["dtype"] == "float64"
     d = r["claims"]["I1"]
     assert d["float32_rows_out_precision"] == 8
     assert d["float64_status"] == "consistent" and d["float64_rows_in_scope"] == 8

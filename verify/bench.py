@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_path
+
 SHAPES = ["1024x1024", "4096x4096", "11008x4096", "4096x11008", "8192x8192"]
 QUICK_SHAPES = ["256x256", "512x1024"]
 CASES = ["deterministic", "stochastic", "act_order+g128"]
@@ -560,10 +562,8 @@ def run(args) -> int:
 
 def _save(path, record):
     """Atomic write (the file is rewritten after every shape, so a run cut short keeps its data)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
 def _format_shape(res):

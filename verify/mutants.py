@@ -24,7 +24,6 @@ from a correct implementation by exactly its bug.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np

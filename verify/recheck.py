@@ -79,7 +79,8 @@ def float64_recheck(store, campaign, *, limit: int = 8, progress: bool = True, a
             per[k] = {"float32_worst_ratio": v32[k]["worst_ratio"], "float64_status": v64[k]["status"],
                       "float64_worst_ratio": v64[k]["worst_ratio"], "float64_rows_above_1": above,
                       "float64_rows": int(lhs.size)}
-        rows.append({"key": c["key"], "label": cfg.get("label"), "where": _where(cfg), "claims": per})
+        rows.append({"key": c["key"], "label": cfg.get("label"), "where": _where(cfg), "dtype": _run_dtype(rec),
+                     "claims": per})
     return {"campaign": cid, "cells_exceeding": len(found), "limit": limit, "rechecked": rows}
 
 
@@ -96,6 +97,15 @@ def _rerun64(c: dict, claims: list, alpha: float, eta: float) -> tuple[dict, dic
     cfg["dtype"] = "float64"
     cfg["claims"] = list(claims)
     return run_cell(c["key"], c["study"], cfg, c["seed"], alpha=alpha, eta=eta), cfg
+
+
+def _run_dtype(rec: dict) -> str | None:
+    """The dtype the re-run's loop actually ran in, as the checker recorded it."""
+    for v in rec["verdicts"]:
+        dt = (v.get("detail") or {}).get("tolerance", {}).get("dtype")
+        if dt:
+            return dt
+    return None
 
 
 def _bar(todo, desc, progress):
@@ -155,7 +165,8 @@ def float64_precision_recheck(store, campaign, *, limit: int = 8, progress: bool
                       "float64_rows_in_scope": int(v["in_scope"]),
                       "float64_worst_ratio": v["worst_ratio"], "float64_violations": v.get("violations") or 0,
                       "float64_out_of_scope": {r: int(m) for r, m in (v.get("reasons") or {}).items()}}
-        rows.append({"key": c["key"], "label": cfg.get("label"), "where": _where(cfg), "claims": per})
+        rows.append({"key": c["key"], "label": cfg.get("label"), "where": _where(cfg), "dtype": _run_dtype(rec),
+                     "claims": per})
     return {"campaign": cid, "cells_limited": len(found), "limit": limit, "rechecked": rows}
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import math
-import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ._atomic import atomic_path
 from .campaign import Campaign, cell_seed, machine_meta, run_cell
 from .executor import SerialExecutor, executor
 from .store import Store
@@ -142,8 +142,6 @@ def format_summary(summary: dict) -> str:
 
 def write_json(path, payload) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
     return path

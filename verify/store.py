@@ -20,13 +20,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_path
 
 __all__ = ["Store", "CellRecord", "pack_arrays", "unpack_arrays"]
 
@@ -216,25 +217,24 @@ class Store:
         """Write the verdicts of a campaign as CSV or JSON (by ``fmt`` or the file suffix)."""
         path = Path(path)
         fmt = fmt or path.suffix.lstrip(".").lower()
-        rows = self.verdict_rows(campaign_id)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        if fmt == "json":
-            cells = self.cells(campaign_id, measurements=False)
-            payload = {"campaign": campaign_id, "cells": [
-                {k: c[k] for k in ("key", "study", "config", "seed", "status", "seconds", "backend", "verdicts")}
-                for c in cells]}
-            tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default))
-        elif fmt == "csv":
-            cols = ["key", "study", "claim", "kind", "status", "in_scope", "out_of_scope", "violated",
-                    "worst_ratio", "p_value", "trials", "exceedances", "claimed_p", "reasons"]
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-                w.writeheader()
-                for r in rows:
-                    w.writerow({**r, "reasons": json.dumps(r.get("reasons", {}), sort_keys=True)})
-        else:
+        if fmt not in ("csv", "json"):
             raise ValueError(f"export format must be 'csv' or 'json', got {fmt!r}")
-        os.replace(tmp, path)
+        rows = self.verdict_rows(campaign_id)
+        with atomic_path(path) as tmp:
+            if fmt == "json":
+                cells = self.cells(campaign_id, measurements=False)
+                payload = {"campaign": campaign_id, "cells": [
+                    {k: c[k] for k in ("key", "study", "config", "seed", "status", "seconds", "backend", "verdicts")}
+                    for c in cells]}
+                tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default))
+            else:
+                cols = ["key", "study", "claim", "kind", "status", "in_scope", "out_of_scope", "violated",
+                        "worst_ratio", "p_value", "trials", "exceedances", "claimed_p", "reasons"]
+                with open(tmp, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+                    w.writeheader()
+                    for r in rows:
+                        w.writerow({**r, "reasons": json.dumps(r.get("reasons", {}), sort_keys=True)})
         return path
 
 

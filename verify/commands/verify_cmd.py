@@ -10,7 +10,6 @@ re-check), 2 when a cell failed to run, 3 when the default campaign left a claim
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .capture import QuantizeFn, capture_inputs, sequential_capture
 from .gguf_model import GGUFModel, default_cache_dir, resolve_cache_dir
 from .stats import gram, layer_stats
@@ -92,19 +91,8 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], key: dict, extra:
     payload = dict(arrays)
     payload["__key__"] = np.array(json.dumps(key, sort_keys=True))
     payload["__extra__"] = np.array(json.dumps(extra or {}, sort_keys=True, default=str))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
 
 
 def load_npz(path: Path, key: dict) -> tuple[dict[str, np.ndarray], dict] | None:

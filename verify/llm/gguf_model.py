@@ -31,6 +31,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_path
+
 __all__ = [
     "MODEL_SOURCES",
     "ModelSource",
@@ -200,30 +202,18 @@ def _assemble_chunks(src: ModelSource, hint: str) -> Path:
     if target.is_file() and (src.sha256 is None or file_sha256(target) == src.sha256):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=target.parent)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+    h = hashlib.sha256()
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as fh:
                     for chunk in iter(lambda: fh.read(1 << 22), b""):
                         h.update(chunk)
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         if src.sha256 is not None and h.hexdigest() != src.sha256:
             raise ValueError(
                 f"model: assembled {src.filename} has sha256 {h.hexdigest()}, expected {src.sha256}"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return target
 
 
