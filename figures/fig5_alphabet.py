@@ -13,7 +13,8 @@ max_t |z_t − w_t| in steps δ: observed (stored ``drift_over_delta_max``) agai
 ½·max_t‖B_{:,t}‖₁ (grows like √N) and the T3 radius (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η)) (like √log N).
 
 The conditions are evaluated from the stored drift norms ``drift_l1_max``, ``drift_l2_max`` and
-``w_over_delta_max`` with the named constant s²/δ² of :data:`theory.CONSTANTS` and the campaign's η.
+``w_over_delta_max`` by :mod:`theory.alphabet` (the named constant s²/δ² of :data:`theory.CONSTANTS`,
+the campaign's η).
 """
 
 from __future__ import annotations
@@ -42,13 +43,6 @@ LAB = {
 }
 
 
-def s_over_delta() -> float:
-    """``s/δ`` of the Hoeffding proxy (``½``), from the claims' named constant."""
-    from theory import CONSTANTS
-
-    return math.sqrt(CONSTANTS["hoeffding"].factor)
-
-
 def k_needed(z_over_delta):
     """Smallest K ≥ 0 with every |z_t| ≤ (K + ½)δ, per row."""
     return np.maximum(np.ceil(np.asarray(z_over_delta, dtype=float) - 0.5 - 1e-12), 0)
@@ -56,16 +50,31 @@ def k_needed(z_over_delta):
 
 def k_p1(cell) -> float:
     """Uniform P1 condition (worst row): ``max ‖w‖∞/δ + ½ max_t‖B_{:,t}‖₁ − ½``."""
-    return float(np.max(meas(cell, "w_over_delta_max")) + 0.5 * meas(cell, "drift_l1_max")[0] - 0.5)
+    from theory import alphabet
+
+    return alphabet.k_needed_p1_from_norm(meas(cell, "w_over_delta_max"), meas(cell, "drift_l1_max")[0])
+
+
+def p1_radius(cell) -> float:
+    """P1's radius in steps: ``½ max_t‖B_{:,t}‖₁``."""
+    from theory import alphabet
+
+    return float(alphabet.p1_uniform_radius(float(meas(cell, "drift_l1_max")[0])))
 
 
 def t3_radius(cell, N: int, eta: float) -> float:
-    return float(s_over_delta() * meas(cell, "drift_l2_max")[0] * math.sqrt(2 * math.log(2 * N / eta)))
+    """T3's radius in steps: ``(s/δ) max_t‖B_{:,t}‖₂ √(2 log(2N/η))`` (Hoeffding's s)."""
+    from theory import alphabet
+
+    return float(alphabet.t3_uniform_radius(meas(cell, "drift_l2_max")[0], N, eta, "hoeffding"))
 
 
 def k_t3(cell, N: int, eta: float) -> float:
     """Uniform T3 condition: ``max ‖w‖∞/δ + (s/δ) max_t‖B_{:,t}‖₂ √(2 log(2N/η))``."""
-    return float(np.max(meas(cell, "w_over_delta_max")) + t3_radius(cell, N, eta))
+    from theory import alphabet
+
+    return alphabet.k_needed_t3_from_norm(meas(cell, "w_over_delta_max"), meas(cell, "drift_l2_max")[0], N, eta,
+                                          "hoeffding")
 
 
 def split(cells):
@@ -126,7 +135,7 @@ def draw(src):
     axk.set_title("(a) alphabet size needed for no saturation")
 
     # (b) drift in steps
-    r_p1 = series("det", lambda c, N: 0.5 * float(meas(c, "drift_l1_max")[0]))
+    r_p1 = series("det", lambda c, N: p1_radius(c))
     r_t3 = series("sto", lambda c, N: t3_radius(c, N, eta))
     d_det = series("det", lambda c, N: observed(c, "drift_over_delta_max", eta, False)[0])
     d_sto = series("sto", lambda c, N: observed(c, "drift_over_delta_max", eta, True)[0])

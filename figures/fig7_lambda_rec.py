@@ -36,9 +36,8 @@ TITLE = "Choosing λ (L1): the ℓ2 bound against the alphabet a stochastic run 
 def scan(cells, eta: float, K=None) -> dict:
     """The λ scan of one family from its stored cells (sorted by λ): ``lam``, ``bound``, ``err``, ``K_t3``,
     ``K_t3_loose``, ``K_p1``, ``K``, ``feasible``, ``index`` (recommended, or None)."""
-    from .fig5_alphabet import s_over_delta
+    from theory import alphabet
 
-    s = s_over_delta()
     lam = np.array([lam_rel(c) for c in cells])
     med = lambda a: float(np.median(a)) if a is not None and np.size(a) else np.nan  # noqa: E731
     bound = np.array([med(claim_arrays(c, "T1.sum_c")[1]) for c in cells])
@@ -46,13 +45,14 @@ def scan(cells, eta: float, K=None) -> dict:
     kt3, kloose, kp1 = [], [], []
     for c in cells:
         N = int(c["config"]["N"])
-        root = math.sqrt(2 * math.log(2 * N / eta))
         w, b2, b1 = meas(c, "w_over_delta_max"), meas(c, "drift_l2_max"), meas(c, "drift_l1_max")
         wmax = float(np.max(w)) if w is not None else np.nan
-        kt3.append(wmax + s * float(b2[0]) * root if b2 is not None else np.nan)
-        kp1.append(wmax + 0.5 * float(b1[0]) - 0.5 if b1 is not None else np.nan)
+        kt3.append(alphabet.k_needed_t3_from_norm(wmax, float(b2[0]), N, eta, "hoeffding")
+                   if b2 is not None else np.nan)
+        kp1.append(alphabet.k_needed_p1_from_norm(wmax, float(b1[0])) if b1 is not None else np.nan)
         rb = claim_arrays(c, "T3.drift_bound")[1]  # max_j ‖X_j‖²/λ ≥ max_t ‖B_{:,t}‖₂²
-        kloose.append(wmax + s * math.sqrt(float(rb[0])) * root if rb is not None else np.nan)
+        kloose.append(alphabet.k_needed_t3_from_norm(wmax, math.sqrt(float(rb[0])), N, eta, "hoeffding")
+                      if rb is not None else np.nan)
     kt3, kloose, kp1 = map(np.array, (kt3, kloose, kp1))
     if K is None:
         K = int(math.ceil(float(np.nanmedian(kt3)))) if np.isfinite(kt3).any() else None

@@ -86,7 +86,7 @@ def assert_no_violation(run, desc=""):
     verdicts = T.check_all(run)
     for cid, v in verdicts.items():
         assert not v.violated, f"{cid} violated on {desc}: {v!r} lhs={v.lhs} rhs={v.rhs} tol={v.tolerance}"
-        total = run.n if T.get_claim(cid).per == "row" else 1
+        total = run.n if (cid in T.HYPOTHESES or T.get_claim(cid).per == "row") else 1
         assert v.in_scope + v.out_of_scope == total, (cid, v)
         if v.out_of_scope:
             assert sum(v.reasons.values()) == v.out_of_scope and all(v.reasons), (cid, v.reasons)
@@ -146,7 +146,11 @@ def test_rtn_runs_are_out_of_scope_for_every_claim():
     rng = np.random.default_rng(0)
     X, W = rng.standard_normal((20, 6)), rng.standard_normal((3, 6))
     run = T.Run.from_result(A.rtn(W, A.Grid.gptq(4)), X)
-    for cid, v in T.check_all(run).items():
+    verdicts = T.check_all(run)
+    assert verdicts["hyp.on_grid"].consistent  # RTN's output lies on its grid
+    for cid, v in verdicts.items():
+        if cid == "hyp.on_grid":
+            continue
         assert v.status == "out of scope", cid
         assert v.in_scope == 0 and v.out_of_scope >= 1
         assert any("rtn" in r for r in v.reasons), v.reasons
@@ -176,7 +180,7 @@ def _fixed_runs():
 
 
 def test_every_claim_is_exercised_in_scope():
-    seen = {cid: 0 for cid in T.CLAIMS}
+    seen = {cid: 0 for cid in list(T.CLAIMS) + list(T.HYPOTHESES)}
     for run in _fixed_runs():
         for cid, v in assert_no_violation(run).items():
             seen[cid] += v.in_scope

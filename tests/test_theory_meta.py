@@ -149,8 +149,10 @@ def test_wrong_sign_in_the_update():
     bad = T.Run.from_result(optq_plain(W, X, delta=0.05, K=1000, lam=0.5, sign=+1.0), X)
     assert T.check("I1", good).consistent
     assert T.check("I1", bad).violated
-    # P1.drift bounds |z_t − w_t|: symmetric in the sign of the update, it cannot catch this
-    assert T.check("P1.drift", bad).status == "consistent"
+    # judged on the float64 re-evaluation of Q (not on the loop's own z), the drift and the rounding
+    # hypotheses see it too, and the loop's record disagrees with its output
+    vs = T.check_all(bad)
+    assert vs["P1.drift"].violated and vs["hyp.nearest"].violated and vs["hyp.record"].violated
 
 
 def test_missing_feedback_rtn_relabelled_as_optq():
@@ -193,12 +195,19 @@ def test_biased_rounding_is_caught_by_the_linf_claims_on_coherent_data():
     ids = ("T2.hp.hoeffding", "T2.hp.pi8", "T2.hp.pi2", "T2.hp.explicit", "T2.tail", "T2.expectation", "I1")
     g = _status(good, ids, eta=0.5)
     b = _status(bad, ids, eta=0.5)
-    assert all(s == "consistent" for s in g.values()), g
+    # 60 trials cannot resolve a 25 % excess of the expected squared error: insufficient, not a pass
+    assert all(s == "consistent" for c, s in g.items() if c != "T2.expectation"), g
+    assert g["T2.expectation"] in ("consistent", "insufficient evidence")
+    # the per-entry unbiasedness test sees the bias directly
+    assert T.check_all(good)["hyp.unbiased"].consistent
+    assert T.check_all(bad)["hyp.unbiased"].violated
     for cid in ("T2.hp.hoeffding", "T2.hp.pi8", "T2.hp.explicit", "T2.tail"):
         assert b[cid] == "violated", (cid, b)
     # honest limits: the most conservative constant (πδ²/2) has a 2.5× wider radius and misses it;
     # the expectation claim (fractions spread) and the identity (any rounding) cannot see a bias
-    assert b["T2.hp.pi2"] == "consistent" and b["T2.expectation"] == "consistent" and b["I1"] == "consistent"
+    # (with 60 trials the expectation test says so: insufficient evidence, not a pass)
+    assert b["T2.hp.pi2"] == "consistent" and b["I1"] == "consistent"
+    assert b["T2.expectation"] == "insufficient evidence"
     v = T.check("T2.hp.hoeffding", bad, eta=0.5)
     assert v.trials == n and v.exceedances > n // 2 and v.p_value < 1e-10 and "binomial" in v.test
 

@@ -13,12 +13,14 @@ Provenance: the paper's text was not available; every claim was derived from the
 definitions (see each claim's ``provenance``).
 """
 
-from . import constants, quantities
+from . import alphabet, constants, precision, quantities, stats, verdicts
 from .checker import (
     DEFAULT_ALPHA,
+    HYPOTHESES,
     Verdict,
     check,
     check_all,
+    check_hypotheses,
     poisson_binomial_sf,
     trials_for_power,
     trials_for_power_expectation,
@@ -33,9 +35,9 @@ from .run import Run
 
 __all__ = [
     "CLAIMS", "Claim", "Hypothesis", "get_claim", "CONSTANTS",
-    "Run", "Verdict", "check", "check_all", "DEFAULT_ALPHA",
+    "Run", "Verdict", "check", "check_all", "check_hypotheses", "HYPOTHESES", "DEFAULT_ALPHA",
     "trials_for_power", "trials_for_power_expectation", "poisson_binomial_sf",
     "c", "M", "B", "R", "factor", "logdet", "drift", "dc_dlam", "w_hat", "rho2", "c_tilde", "c_explicit", "c_column",
     "recommend_lambda", "LambdaScan", "compare_orders", "render_paper_checks", "aggregate_evidence",
-    "constants", "quantities",
+    "alphabet", "constants", "quantities", "precision", "stats", "verdicts",
 ]

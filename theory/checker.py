@@ -33,9 +33,12 @@ import sympy as sp
 from scipy import stats
 
 from .claims import CLAIMS, Claim, get_claim
-from .evaluation import C_Q, EPS64, QUANTITIES, Context, ScopeError, value
+from ._array import as64
+from .evaluation import C_Q, EPS64, NU_MAX, QUANTITIES, Context, ScopeError, value
+from .stats import binomial_power_detectable
+from .verdicts import CONSISTENT, INSUFFICIENT, OUT_OF_SCOPE, VIOLATED
 
-__all__ = ["Verdict", "check", "check_all", "trials_for_power", "trials_for_power_expectation",
+__all__ = ["Verdict", "check", "check_all", "check_hypotheses", "HYPOTHESES", "trials_for_power", "trials_for_power_expectation",
            "poisson_binomial_sf", "DEFAULT_ALPHA"]
 
 #: default false-alarm rate of the statistical tests
@@ -46,7 +49,9 @@ DEFAULT_ALPHA = 1e-3
 class Verdict:
     """The outcome of one claim on one run.
 
-    ``status``: ``"consistent"``, ``"violated"`` or ``"out of scope"``. ``lhs``, ``rhs``, ``ratio``:
+    ``status``: one of :data:`theory.verdicts.STATUSES` (``"consistent"``, ``"violated"``,
+    ``"insufficient evidence"``, ``"out of scope"``); ``power`` (statistical verdicts): the smallest
+    effect the test detects with probability ``power["power"]`` at its ``alpha``. ``lhs``, ``rhs``, ``ratio``:
     per in-scope row at its worst element (``ratio = lhs/rhs``; identities: ``lhs/rhs`` too).
     ``rows``: indices of the in-scope rows. ``violations``: deterministic claims, the number of
     violating rows; probabilistic claims, 1 when the test rejects the claim (0 otherwise; the
@@ -78,6 +83,7 @@ class Verdict:
     mean: float = float("nan")
     range: float = float("nan")
     message: str = ""
+    power: dict = field(default_factory=dict)
 
     @property
     def violated(self) -> bool:
@@ -96,6 +102,10 @@ class Verdict:
             "worst_ratio": f(float(self.worst_ratio)), "violations": int(self.violations),
             "tolerance": self.tolerance, "message": self.message,
         }
+        if self.power:
+            d["power"] = {k: f(v) if isinstance(v, float) else v for k, v in self.power.items()}
+        if self.kind == "hypothesis" and self.trials:
+            d.update(trials=self.trials, p_value=f(float(self.p_value)), alpha=f(float(self.alpha)), test=self.test)
         if self.kind == "probability bound":
             d.update(trials=self.trials, exceedances=self.exceedances, expected=f(float(self.expected)),
                      claimed_p=None if self.claimed_p is None or self.claimed_p.size == 0 else float(np.max(self.claimed_p)),
@@ -165,47 +175,55 @@ def _scope(claim: Claim, ctx: Context):
 
 
 def _tolerance(claim: Claim, ctx: Context, lhs, rhs, rows):
-    """``(rtol, atol, basis)`` of the claim's tolerance model (see :mod:`theory.evaluation`)."""
+    """``(rtol, atol, basis)`` of the claim's tolerance model (see :mod:`theory.evaluation`): the
+    measured allowance ``ν`` of the run's working precision, plus float64 evaluation errors."""
     model = claim.tolerance
-    tau = ctx.tau
+    rt64 = C_Q * ctx.N * EPS64
+    prec = f"measured {ctx.precision} allowance ν"
     if model == "exact":
         return 0.0, np.zeros_like(rhs), "exact (indicator)"
     if model in ("sq", "norm"):
-        S = ctx.S[rows]
         qerr = (ctx.delta[rows] ** 2 + ctx.e_prop[rows] ** 2) @ np.full(ctx.N, ctx.atol_c)
-        S, qerr = _expand(S, lhs), _expand(qerr, lhs)
+        slack = ctx.A_sq[rows] + qerr + ctx.eval_E2[rows]
+        if ctx.run.X_tilde is not None and ctx.run.algorithm != "rtn":
+            slack = slack + ctx.eval_F2[rows]
+        slack = _expand(slack, lhs)
         if model == "sq":
-            M = np.maximum(np.abs(lhs), np.abs(rhs))
-            return tau, tau * (2 * np.sqrt(M * S) + tau * S) + qerr, "loop τ = 4·eps·(N + κ); weight scale S"
-        M2 = np.maximum(lhs, rhs) ** 2
-        slack = tau * M2 + tau * (2 * np.sqrt(M2 * S) + tau * S) + qerr
-        atol = np.sqrt(np.maximum(rhs, 0) ** 2 + slack) - np.maximum(rhs, 0)
-        return 0.0, atol, "loop τ = 4·eps·(N + κ) on the squared norms; weight scale S"
+            return rt64, slack, f"{prec}: Σ_t (2·max(|e*_t|, δ_t/2)ν_t + ν_t²)c_t; float64 evaluation"
+        b = _expand(0.5 * np.sqrt(np.maximum(value(ctx, "sum_d2c")[rows], 0)), lhs)
+        atol = np.sqrt(b**2 + slack) - b
+        return rt64, atol, f"{prec} on the squared norm: √(b² + Σ_t (2·max(|e*_t|, δ_t/2)ν_t + ν_t²)c_t) − b"
     if model == "inf":
-        S = _expand(ctx.S[rows], lhs)
-        dmax = _expand(np.max(ctx.delta[rows], axis=1), lhs)
-        mult = math.sqrt(2 * math.log(2 * max(ctx.m, ctx.N) / ctx.eta))
-        return tau, 2 * tau * np.sqrt(S) + dmax * math.sqrt(ctx.atol_c) * mult, "loop τ; 2τ√S"
+        nu = np.where(np.isfinite(ctx.nu[rows]), ctx.nu[rows], 0.0)
+        rel = 2 * np.max(nu / np.where(ctx.delta[rows] > 0, ctx.delta[rows], np.inf), axis=1)
+        d = np.abs(ctx.w0[rows] - ctx.Q[rows])
+        ev = (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.Xq) @ d.T, axis=0)
+        if ctx.run.X_tilde is not None:
+            ev = ev + (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.X) @ np.abs(ctx.W[rows]).T, axis=0)
+        return rt64, _expand(rel, lhs) * np.abs(rhs) + _expand(ev, lhs), f"{prec}: relative 2·max_t ν_t/δ_t; float64 evaluation"
     if model == "w":
-        return tau, ctx.atol_w[rows], "loop τ; τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t) (+ τ‖ŵ‖₂ for Qronos)"
+        return rt64, ctx.atol_w[rows], f"{prec} through the drift: Σ_j ν_j|B_jt|; float64 evaluation of z*"
     if model == "c":
-        return C_Q * ctx.N * EPS64, np.full_like(rhs, 4 * ctx.atol_c), "float64 Cholesky: atol_c = 8·N·eps64·‖H_λ‖"
+        return rt64, np.full_like(rhs, 4 * ctx.atol_c), "float64 Cholesky: atol_c = 8·N·eps64·‖H_λ‖"
     if model == "c_rel":
-        r = float(np.sum(ctx.atol_c / ctx.c)) + C_Q * ctx.N * EPS64
+        r = float(np.sum(ctx.atol_c / ctx.c)) + rt64
         return r, np.zeros_like(rhs), "float64 Cholesky: Σ_t atol_c/c_t"
     if model == "log":
-        return 0.0, np.full_like(rhs, 2 * float(np.sum(ctx.atol_c / ctx.c)) + C_Q * ctx.N * EPS64), \
-            "float64 Cholesky and LU: 2·Σ_t atol_c/c_t"
+        # a backward-stable factorization of H_λ is exact for H_λ + ΔH, ‖ΔH‖₂ ≤ C_Q·N·eps64·‖H_λ‖₂, and
+        # |log det(H + ΔH) − log det H| ≲ |tr(H⁻¹ΔH)| ≤ ‖ΔH‖₂·tr(H⁻¹): once for Cholesky, once for LU
+        t = 2 * ctx.atol_c * ctx.tr_Hinv
+        return 0.0, np.full_like(rhs, t + rt64 * max(1.0, abs(float(np.max(np.abs(rhs)))))), \
+            "float64 Cholesky and LU: 2·C_Q·N·eps64·‖H_λ‖·tr(H_λ⁻¹)"
     if model == "B":
         k = ctx.kappa_keep
-        return C_Q * ctx.N * EPS64 * k, np.zeros_like(rhs), "float64: 8·N·eps64·cond(H_λ)"
+        return rt64 * k, np.zeros_like(rhs), "float64: 8·N·eps64·cond(H_λ)"
     if model == "rho":
         k = ctx.kappa_keep
         scale = (np.linalg.norm(ctx.X) + np.linalg.norm(ctx.Xq) + math.sqrt(ctx.lam)) * np.linalg.norm(ctx.W[rows], axis=1)
         return 0.0, C_Q * EPS64 * (ctx.N + math.sqrt(k)) * scale, "float64 QR: 8·eps64·(N + √cond)·scale"
     if model == "fd":
         half = value(ctx, "dc_half")
-        return C_Q * ctx.N * EPS64, np.broadcast_to(half, rhs.shape).copy(), "concavity bracket of the difference quotients"
+        return rt64, np.broadcast_to(half, rhs.shape).copy(), "concavity bracket of the difference quotients"
     raise ValueError(f"unknown tolerance model {model!r}")
 
 
@@ -292,7 +310,7 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
     l_row, r_row, q_row = (_take_rows(a, worst_idx) for a in (lhs, rhs, ratio_el))
     row_bad = np.any(bad, axis=axes) if axes else bad
     tol = {"rtol": float(rtol), "atol_max": float(np.max(atol)) if atol.size else 0.0, "model": claim.tolerance,
-           "basis": basis, "dtype": run.dtype}
+           "basis": basis, "dtype": run.dtype, "precision": run.precision}
     worst = float(q_row[np.argmax(np.abs(q_row - 1))]) if claim.kind == "identity" else float(np.max(q_row))
     common = dict(in_scope=int(rows.size), out_of_scope=int(n_out), reasons=dict(reasons), lhs=l_row, rhs=r_row,
                   ratio=q_row, rows=rows, worst_ratio=worst, tolerance=tol, **base)
@@ -312,27 +330,48 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
         else:
             pv = poisson_binomial_sf(k, p)
             test = "exact Poisson-binomial upper tail (row-wise claimed probabilities)"
-        status = "violated" if pv < alpha else "consistent"
+        pbar = float(np.mean(p))
+        det = binomial_power_detectable(T, pbar, alpha=alpha, power=POWER)
+        need = min(1.0, 2 * pbar + 0.05)
+        power = {"detectable": det, "power": POWER, "alpha": float(alpha), "required": need,
+                 "measure": "exceedance probability (claimed ≤ mean p)"}
+        status = VIOLATED if pv < alpha else (INSUFFICIENT if det > need else CONSISTENT)
+        msg = "" if status != INSUFFICIENT else (
+            f"{T} trials detect an exceedance probability of {det:.3g} with power {POWER} (need ≤ {need:.3g})")
         return Verdict(status=status, violations=int(pv < alpha), trials=T, exceedances=k, claimed_p=p, expected=float(np.sum(p)),
-                       p_value=pv, test=test, **common)
+                       p_value=pv, test=test, power=power, message=msg, **common)
 
     # expectation bound
+    from .stats import expectation_test
+
     upper = np.broadcast_to(_eval(ctx, claim.range_upper, rows), (rows.size,)).astype(float)
+    r1 = rhs.reshape(rows.size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        Y = np.where(nosat, lhs.reshape(rows.size), 0.0) / rhs.reshape(rows.size)
-        b = upper / rhs.reshape(rows.size)
-    Y = np.where(rhs.reshape(rows.size) > 0, Y, 0.0)
-    b = np.where(rhs.reshape(rows.size) > 0, b, 0.0)
-    tol_row = (rtol * rhs + atol).reshape(rows.size) / np.where(rhs.reshape(rows.size) > 0, rhs.reshape(rows.size), 1.0)
+        Y = np.where(nosat, lhs.reshape(rows.size), 0.0) / r1
+        b = upper / r1
+    Y = np.where(r1 > 0, Y, 0.0)
+    b = np.where(r1 > 0, b, 0.0)
+    tol_row = (rtol * rhs + atol).reshape(rows.size) / np.where(r1 > 0, r1, 1.0)
     over = Y > b * (1 + rtol) + tol_row
-    s = float(np.sum(Y - 1.0))
-    sb2 = float(np.sum(b**2))
-    pv = 1.0 if s <= 0 or sb2 == 0 else float(math.exp(-2 * s * s / sb2))
-    status = "violated" if (pv < alpha or over.any()) else "consistent"
-    msg = f"{int(over.sum())} rows exceed the range of the variable" if over.any() else ""
+    # the allowance ν enters as a relative slack of the bound (Y is compared with 1 + slack)
+    slack = float(np.max(tol_row)) if tol_row.size else 0.0
+    Wr, Sr = ctx.W[rows], ctx.delta[rows]
+    identical = bool(np.all(Wr == Wr[:1]) and np.all(Sr == Sr[:1]) and np.all(r1 == r1[:1]))
+    res = expectation_test(np.maximum(Y - slack, 0.0), np.maximum(b, 0.0), identical=identical, alpha=alpha,
+                           power=POWER, max_excess=MAX_EXCESS)
+    pv = float(res["p_value"])
+    power = {"detectable": res.get("detectable"), "power": POWER, "alpha": float(alpha), "required": MAX_EXCESS,
+             "measure": "relative excess of the mean over the bound"}
+    if over.any() or pv < alpha:
+        status = VIOLATED
+    else:
+        status = res["status"] if res["status"] in (CONSISTENT, INSUFFICIENT) else CONSISTENT
+    msg = f"{int(over.sum())} rows exceed the range of the variable" if over.any() else (
+        f"{rows.size} trials detect a relative excess of {res.get('detectable', float('nan')):.3g} with power {POWER}"
+        if status == INSUFFICIENT else "")
     return Verdict(status=status, violations=int(over.sum()) + int(pv < alpha), trials=int(rows.size),
                    mean=float(np.mean(Y)), range=float(np.max(b)) if b.size else float("nan"), p_value=pv,
-                   test="Hoeffding's inequality (independent, bounded in [0, b_r]), one-sided", message=msg, **common)
+                   test=res.get("test", ""), message=msg, power=power, **common)
 
 
 def _argmax_rows(a, axes):
@@ -350,12 +389,172 @@ def _take_rows(a, idx):
     return flat[np.arange(flat.shape[0]), idx].astype(np.float64)
 
 
-def check_all(run, claims=None, *, alpha: float = DEFAULT_ALPHA, **params) -> dict:
-    """``{id: Verdict}`` for every claim (or the given ids/claims) on ``run``; the exact quantities
-    are computed once and shared."""
+#: ids of the hypothesis verdicts :func:`check_all` adds to the claims (every run)
+HYPOTHESES = {
+    "hyp.on_grid": "every q is a level of the run's grid (up to the storage precision of Q)",
+    "hyp.nearest": "nearest rounding: every q_t is a nearest level of the grid to the re-evaluated z*_t "
+                   "(|e*_t| ≤ δ_t/2 where not clipped), up to the measured allowance ν_t",
+    "hyp.record": "the run's own loop record is consistent: e_t = z_t − q_t, q_t is the rounding of the record's "
+                  "z_t, and z_t agrees with the float64 re-evaluation of Q within what the working precision "
+                  "explains",
+    "hyp.unbiased": "stochastic rounding is unbiased at every entry: given its row's past, z*_t rounds up with "
+                    "probability equal to its fractional position (exact per-column Poisson-binomial tests and a "
+                    "pooled martingale test over all entries)",
+}
+
+#: a statistical verdict that cannot detect this bias of the up-probability (with power 0.9) is
+#: "insufficient evidence"
+MAX_BIAS = 0.1
+#: expectation claims: the largest relative excess the test must be able to detect
+MAX_EXCESS = 0.25
+#: probability claims: the test must detect an exceedance probability of 2·p + 0.05
+POWER = 0.9
+
+
+def _hyp_verdict(hid, status, n, *, in_scope, reasons=None, violations=0, worst=float("nan"), message="", **kw):
+    return Verdict(claim=hid, kind="hypothesis", status=status, in_scope=int(in_scope),
+                   out_of_scope=int(n - in_scope), reasons=dict(reasons or {}), worst_ratio=float(worst),
+                   violations=int(violations), message=message, **kw)
+
+
+def _store_eps(run):
+    """Machine epsilon of the coarser of Q's storage dtype and the working precision."""
+    from .precision import eps_of
+
+    try:
+        e_store = eps_of(run.dtype)
+    except (TypeError, ValueError):
+        e_store = EPS64
+    return max(e_store, eps_of(run.precision))
+
+
+def check_hypotheses(ctx: Context, *, alpha: float = DEFAULT_ALPHA) -> dict:
+    """The hypotheses every claim rests on, checked on the run's output (``{id: Verdict}``, ids in
+    :data:`HYPOTHESES`): on the grid, nearest rounding (nearest runs), agreement of the loop record
+    with the re-evaluation (runs that carry one), unbiased rounding (stochastic runs)."""
+    run = ctx.run
+    n = ctx.n
+    out = {}
+    if run.algorithm == "rtn":
+        why = {"applies to an OPTQ or Qronos column loop; this run is rtn": n}
+        out = {h: _hyp_verdict(h, OUT_OF_SCOPE, n, in_scope=0, reasons=why) for h in HYPOTHESES if h != "hyp.on_grid"}
+    try:
+        perm = ctx.perm
+        S = ctx.delta
+        Zp = as64(run.zero)[:, perm]
+        kq = ctx.Qp / np.where(S > 0, S, 1.0) + Zp
+        ke = np.round(kq)
+        tol = 4 * _store_eps(run) * (np.abs(kq) + np.abs(Zp) + 1.0)
+        off = np.abs(kq - ke)
+        bad = (off > tol) | (ke < run.qmin) | (ke > run.qmax) | ~(S > 0)
+        rb = np.any(bad, axis=1)
+        out["hyp.on_grid"] = _hyp_verdict(
+            "hyp.on_grid", VIOLATED if rb.any() else CONSISTENT, n, in_scope=n, violations=int(rb.sum()),
+            worst=float(np.max(off / tol)) if off.size else 0.0,
+            message=f"{int(bad.sum())} of {bad.size} entries off the grid" if rb.any() else "")
+        ok_prec = ctx.precise
+        why_prec = {f"out of scope for precision ({run.precision}: ν/δ > {NU_MAX:g})": int((~ok_prec).sum())} \
+            if (~ok_prec).any() else {}
+        nu = np.where(np.isfinite(ctx.nu), ctx.nu, np.inf)
+        u = ctx.z_star / np.where(S > 0, S, 1.0) + Zp
+        # |z* − z| ≤ ν moves the distance to any level by at most ν: twice that for a comparison
+        slack = 2 * nu / np.where(S > 0, S, 1.0) + tol
+        rows = ok_prec
+        if run.algorithm == "rtn":
+            return {"hyp.on_grid": out.pop("hyp.on_grid"), **out}
+        if run.rounding == "nearest":
+            kn = np.clip(np.round(u), run.qmin, run.qmax)
+            excess = np.abs(u - ke) - np.abs(u - kn)
+            badn = (excess > slack) & rows[:, None]
+            rb = np.any(badn, axis=1)
+            unc = ~run.clipped
+            ratio = np.where(unc & rows[:, None], np.abs(u - ke) / 0.5, 0.0)
+            out["hyp.nearest"] = _hyp_verdict(
+                "hyp.nearest", VIOLATED if rb.any() else (CONSISTENT if rows.any() else OUT_OF_SCOPE), n,
+                in_scope=int(rows.sum()), reasons=why_prec, violations=int(rb.sum()),
+                worst=float(np.max(ratio)) if ratio.size else 0.0,
+                message=(f"{int(badn.sum())} entries not rounded to a nearest level of z* (worst excess "
+                         f"{float(np.max(np.where(badn, excess, 0))):.3g} steps)") if rb.any() else "")
+        else:
+            out["hyp.nearest"] = _hyp_verdict("hyp.nearest", OUT_OF_SCOPE, n, in_scope=0,
+                                              reasons={"stochastic rounding": n})
+        if ctx.implied:
+            out["hyp.record"] = _hyp_verdict("hyp.record", OUT_OF_SCOPE, n, in_scope=0,
+                                             reasons={"no loop record: the errors were solved from Q": n})
+        else:
+            e_rec = ctx.e
+            loc = np.abs(e_rec - (ctx.z - ctx.Qp))
+            if run.algorithm == "qronos" and run.variant == "original":
+                loc[:, 0] = np.abs(e_rec[:, 0] - (ctx.z[:, 0] - ctx.Qp[:, 0]))
+            nref = np.where(np.isfinite(ctx.nu_ref), ctx.nu_ref, np.inf)
+            r = ctx.d_loop / nref
+            ulp = 4 * _store_eps(run) * (np.abs(ctx.z) + np.abs(ctx.Qp) + S)
+            # the loop's own rounding: q_t is a nearest level of the record's z_t (nearest rounding)
+            # or a neighbour of it (stochastic)
+            ur = ctx.z / np.where(S > 0, S, 1.0) + Zp
+            if run.rounding == "nearest":
+                own = (np.abs(ur - ke) - np.abs(ur - np.clip(np.round(ur), run.qmin, run.qmax))) > tol
+            else:
+                own = ~run.clipped & (np.abs(ur - ke) >= 1 + tol)
+            badr = ((ctx.d_loop > nref) | (loc > ulp) | own) & rows[:, None]
+            rb = np.any(badr, axis=1)
+            out["hyp.record"] = _hyp_verdict(
+                "hyp.record", VIOLATED if rb.any() else (CONSISTENT if rows.any() else OUT_OF_SCOPE), n,
+                in_scope=int(rows.sum()), reasons=why_prec, violations=int(rb.sum()),
+                worst=float(np.max(np.where(rows[:, None], r, 0))) if r.size else 0.0,
+                message=(f"{int(badr.sum())} entries where the record's z_t differs from the re-evaluation of Q by "
+                         "more than the working precision explains, e_t ≠ z_t − q_t, or q_t is not the rounding "
+                         "of the record's own z_t") if rb.any() else "")
+        if run.rounding == "stochastic":
+            out["hyp.unbiased"] = _unbiased(ctx, u, ke, slack, rows, why_prec, alpha)
+        else:
+            out["hyp.unbiased"] = _hyp_verdict("hyp.unbiased", OUT_OF_SCOPE, n, in_scope=0,
+                                               reasons={"nearest rounding": n})
+    except ScopeError as exc:
+        for h in HYPOTHESES:
+            out.setdefault(h, _hyp_verdict(h, OUT_OF_SCOPE, n, in_scope=0, reasons={str(exc): n}))
+    return out
+
+
+def _unbiased(ctx, u, ke, slack, rows, why_prec, alpha):
+    from .stats import unbiased_rounding_test
+
+    run = ctx.run
+    fl = np.floor(u)
+    f = u - fl
+    valid = (~run.clipped) & rows[:, None] & (fl >= run.qmin) & (fl + 1 <= run.qmax)
+    valid &= (f > slack) & (f < 1 - slack)
+    # entries whose level is neither neighbour (beyond the allowance) are violations whatever f is
+    near = (np.abs(ke - fl) <= 0) | (np.abs(ke - fl - 1) <= 0)
+    lo_ok = np.abs(u - ke) < 1 + slack
+    wrong = rows[:, None] & (~run.clipped) & ~(near | lo_ok)
+    res = unbiased_rounding_test(u, ke, valid, alpha=alpha, power=POWER, max_bias=MAX_BIAS)
+    status = res["status"]
+    if wrong.any():
+        status = VIOLATED
+    n = ctx.n
+    power = {"detectable": res.get("detectable"), "power": POWER, "measure": "bias of the up-probability",
+             "alpha": alpha}
+    msg = (f"{res['ups']}/{res['trials']} entries rounded up, {res['expected_ups']:.1f} expected; "
+           f"p = {res['p_value']:.3g}; a bias of {res['detectable']:.3g} would be detected with power {POWER}")
+    if wrong.any():
+        msg = f"{int(wrong.sum())} entries rounded to a level that is not a neighbour of z*; " + msg
+    return _hyp_verdict("hyp.unbiased", status, n, in_scope=int(rows.sum()), reasons=why_prec,
+                        violations=int(status == VIOLATED), worst=float("nan"), message=msg,
+                        trials=int(res["trials"]), p_value=float(res["p_value"]), alpha=float(alpha),
+                        test=res.get("test", ""), power=power)
+
+
+def check_all(run, claims=None, *, alpha: float = DEFAULT_ALPHA, hypotheses: bool | None = None, **params) -> dict:
+    """``{id: Verdict}`` for every claim (or the given ids/claims) on ``run``, followed by the
+    hypothesis verdicts of :func:`check_hypotheses` (ids ``hyp.*``; by default when every claim
+    is checked, i.e. ``claims`` is None); the exact quantities are computed once and shared."""
     ids = list(CLAIMS) if claims is None else [c if isinstance(c, str) else c.id for c in claims]
     ctx = Context(run, **params)
-    return {i: check(i, run, alpha=alpha, context=ctx) for i in ids}
+    out = {i: check(i, run, alpha=alpha, context=ctx) for i in ids}
+    if hypotheses or (hypotheses is None and claims is None):
+        out.update(check_hypotheses(ctx, alpha=alpha))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import sympy as sp
 
 from . import constants as K
-from .evaluation import QUANTITIES, TAU_MAX
+from .evaluation import NU_MAX, QUANTITIES
 
 __all__ = ["Hypothesis", "Claim", "CLAIMS", "get_claim", "KINDS", "PROVENANCE", "sym"]
 
@@ -115,8 +115,9 @@ STOCHASTIC = _rounding("stochastic")
 
 NO_SAT = Hypothesis(
     "no saturation",
-    "no saturation: every z_t lies within half a step of the grid's range (so |e_t| ≤ δ_t/2)",
-    lambda ctx: (ctx.no_sat_z, "saturation: some z_t lies more than half a step outside the grid's range"),
+    "no saturation: the run's clipping record shows no rounding changed by clipping (every z_t within half "
+    "a step of the grid's range, so |e_t| ≤ δ_t/2 under nearest rounding)",
+    lambda ctx: (ctx.no_sat, "saturation: the run's clipping record shows a rounding changed by clipping"),
 )
 STEPS_FIXED = Hypothesis(
     "fixed steps",
@@ -135,11 +136,26 @@ EXPLICIT_SIZE = Hypothesis(
                  "(one SVD per feature) was not computed; pass explicit_max_N to force it"),
 )
 LAM_POS = Hypothesis("λ > 0", "λ > 0", lambda ctx: (ctx.lam > 0, "needs λ > 0; this run has λ = 0"))
+def _precise(ctx):
+    ok = ctx.precise
+    bad = ctx.nu_rel[~ok]
+    worst = float(np.max(bad)) if bad.size else 0.0
+    why = (f"out of scope for precision: the measured {ctx.precision} deviation explains up to ν/δ = {worst:.3g} "
+           f"of a step (> {NU_MAX:g})" if np.isfinite(worst) else
+           f"out of scope for precision: {ctx.precision} cannot factor H_λ (or solve ŵ) on these inputs")
+    return ok, why
+
+
 PRECISE = Hypothesis(
     "precision",
-    f"the loop's precision suffices: τ = 4·eps(dtype)·(N + cond(H_λ)) ≤ {TAU_MAX}",
-    lambda ctx: (ctx.tau <= TAU_MAX,
-                 f"loop precision too coarse: τ = {ctx.tau:.3g} > {TAU_MAX} ({ctx.run.dtype}, cond(H_λ) = {ctx.kappa:.3g})"),
+    f"the run's working precision explains at most ν ≤ {NU_MAX:g}·δ_t of every z_t (ν measured by the same loop in "
+    "that precision on the run's inputs)",
+    _precise,
+)
+RECORDED = Hypothesis(
+    "loop record",
+    "the run reports its own rounding errors (an identity between them and Q is informative only then)",
+    lambda ctx: (not ctx.implied, "the errors were solved from Q (audit): the identity holds by construction"),
 )
 MISMATCH_OPTQ = Hypothesis(
     "mismatched OPTQ",
@@ -166,11 +182,12 @@ T3_COND = Hypothesis(
     "T3 condition",
     "for every t: w_t ± s·√(Σ_j (δ_j/δ)² B_jt²)·√(2 log(2N/η)) lies within the grid's range, s² = δ²/4 "
     "(implied by the uniform form K ≥ ‖w‖∞/δ + (s/δ) max_t ‖B_{:,t}‖₂ √(2 log(2N/η)))",
-    lambda ctx: (ctx.t3_condition(K.CONSTANTS["hoeffding"].factor), "the T3 alphabet condition fails for this row"),
+    lambda ctx: (ctx.t3_condition("hoeffding"), "the T3 alphabet condition fails for this row"),
 )
 LOGDET_PRECISE = Hypothesis(
-    "determinant precision", "H_λ is nonsingular and its log-determinant is resolvable in float64 (Σ_t atol_c/c_t ≤ 1e-3)",
-    lambda ctx: (bool(np.all(ctx.c > 0) and np.sum(ctx.atol_c / ctx.c) <= 1e-3),
+    "determinant precision",
+    "H_λ is nonsingular and its log-determinant is resolvable in float64 (C_Q·N·eps64·‖H_λ‖·tr(H_λ⁻¹) ≤ 1e-3)",
+    lambda ctx: (bool(np.all(ctx.c > 0) and ctx.atol_c * ctx.tr_Hinv <= 1e-3),
                  "H_λ singular or too ill-conditioned for a float64 log-determinant check"),
 )
 FULL_RANK_OR_LAM = Hypothesis(
@@ -280,7 +297,7 @@ _claims = [
         r"\|X(w-q)\|_2^2 + \lambda\|w-q\|_2^2 = \sum_t e_t^2 c_t",
         "For any rounding (nearest or stochastic, clipping allowed): ‖X(w−q)‖² + λ‖w−q‖² = Σ_t e_t² c_t, "
         "w the loop's start. GPTQ's Losses (H = (2/m)XᵀX + damp·I) sum to this divided by m, with λ = damp·m/2.",
-        S("E2"), S("sum_e2c"), (LOOP, PRECISE), _D, "sq", relation="=",
+        S("E2"), S("sum_e2c"), (LOOP, RECORDED, PRECISE), _D, "sq", relation="=",
         notes="For Qronos' projection variant the identity is on (X̃, λ, ŵ). Dead features: exact under both "
               "Hessian conventions because e_t = 0 there. In float32 the tolerance grows with cond(H_λ)·eps.",
     ),
@@ -399,7 +416,7 @@ _claims = [
         "T4.projection.identity", "Qronos (projection) exact identity", "identity",
         r"\|Xw - \tilde Xq\|_2^2 + \lambda\|w-q\|_2^2 = \rho_\lambda^2 + \sum_t e_t^2 \tilde c_t",
         "Qronos, projection variant, any rounding: ‖Xw − X̃q‖² + λ‖w−q‖² = ρ_λ² + Σ_t e_t² c̃_t.",
-        S("F2"), S("rho2") + S("sum_e2c"), (QRONOS_PROJ, PRECISE), _D, "sq", relation="=",
+        S("F2"), S("rho2") + S("sum_e2c"), (QRONOS_PROJ, RECORDED, PRECISE), _D, "sq", relation="=",
     ),
     Claim(
         "T4.projection.bound", "Qronos (projection) deterministic bound", "deterministic bound",
@@ -425,7 +442,7 @@ _claims = [
         "T4.original.identity", "Qronos (original) exact identity", "identity",
         r"\|Xw - \tilde Xq\|_2^2 + \lambda\|w-q\|_2^2 = \rho_\lambda^2 + (\hat w_1 - q_1)^2\tilde c_1 + \sum_{t\ge2} e_t^2 \tilde c_t",
         "Qronos, original variant, any rounding: ‖Xw − X̃q‖² + λ‖w−q‖² = ρ_λ² + (ŵ_1 − q_1)² c̃_1 + Σ_{t≥2} e_t² c̃_t.",
-        S("F2"), S("rho2") + S("e1c1") + S("sum_e2c_rest"), (QRONOS_ORIG, FIRST_LIVE, PRECISE), _D, "sq", relation="=",
+        S("F2"), S("rho2") + S("e1c1") + S("sum_e2c_rest"), (QRONOS_ORIG, FIRST_LIVE, RECORDED, PRECISE), _D, "sq", relation="=",
     ),
     Claim(
         "T4.original.bound", "Qronos (original) deterministic bound", "deterministic bound",

@@ -10,24 +10,22 @@ All quantities are computed in float64 from the run's arrays (float32 inputs con
 with the *loop data* (``X̃`` when given, else ``X``), the run's order, ``λ`` and the loop's start
 (OPTQ: ``W``; Qronos: ``ŵ`` recomputed here). Vectors indexed by ``t`` are in processing order.
 
-Tolerance model (one-sided; SPEC §4 I1 note; DESIGN "tolerances follow the dtype")
--------------------------------------------------------------------------------------
-* Loop accuracy ``τ = C_LOOP·eps(dtype)·(N + κ)``, ``κ = cond(H_λ)`` of the Hessian the loop
-  factored (dead-feature convention of the run). Backward-error reasoning: the computed update
-  coefficients carry relative errors of order ``κ·eps``, and the accumulated ``z_t`` absolute errors
-  of order ``eps·|z_t|`` per step. Errors in ``e`` are therefore relative to the *weights*, not to
-  ``e``, so the slack of a squared-norm quantity ``A`` (I1, T1, T4) is
-  ``τ·A + 2τ·√(A·S) + τ²·S`` with the weight scale ``S = Σ_t (|z_t| + δ_t)² c_t``. Measured: over
-  about 700 random float32/float64 OPTQ runs in every regime (cond(H_λ) up to 1e12) the deviation of
-  I1 used at most ~3% of this slack. Above ``τ = TAU_MAX`` a run is out of scope for the identities
-  and tight bounds ("precision"), never a pass.
-* Quantities computed here in float64 from ``H_λ`` (``c_t``, ``B``): Cholesky is backward stable, so
-  each pivot ``c_t`` carries an absolute error below ``C_Q·N·eps64·‖H_λ‖₂`` (``atol_c``); sums carry the
-  sum of these.
-* ℓ∞ quantities: ``2τ·√S`` (an error of the residual vector is bounded by its ``X_λ``-norm).
-* Weight-unit quantities (``|z_t − w_t|``): ``τ·(|z_t| + |w_t| + Σ_j δ_j|B_jt| + δ_t)``; for Qronos,
-  whose loop starts from ``ŵ`` solved in the run's dtype, plus that solve's norm-wise error ``τ‖ŵ‖₂``.
-* Indicators (saturation) are exact.
+Tolerance model (one-sided; measured, not a-priori; see :mod:`theory.precision`)
+-----------------------------------------------------------------------------------
+* Every claim is judged on the run's output ``Q`` re-evaluated in float64: the implied errors
+  ``e*`` (``(w₀ − q)_π = Mᵀe*``) and values ``z* = q + e*``; the left sides (``‖X(w−q)‖`` …) are
+  computed from ``Q`` itself.
+* The floating-point allowance ``ν`` (``n × N``, weight units) is *measured*: the same column loop
+  in the run's working precision (``Run.precision``, never ``Q``'s dtype) with the run's rounding
+  decisions given; ``ν = F·(running max of |z_ref − z*|) + ulps``. Hypotheses hold up to ``ν``
+  (``|e*_t| ≤ δ_t/2 + ν_t``), so a squared-norm bound gets the slack
+  ``Σ_t (2·max(|e*_t|, δ_t/2)·ν_t + ν_t²)·c_t``, a drift bound ``Σ_j ν_j|B_jt|``, an ℓ∞ tail the
+  relative slack ``2·max_t ν_t/δ_t``. A row whose ``ν`` exceeds ``NU_MAX`` of a step somewhere is
+  out of scope "for precision", with the number.
+* float64 evaluation of the exact quantities: each pivot ``c_t`` carries an absolute error below
+  ``C_Q·N·eps64·‖H_λ‖₂`` (``atol_c``; Cholesky is backward stable), matrix–vector products
+  ``(m + 2)·eps64`` times the same products of absolute values.
+* Indicators (saturation) are exact; saturation is read from the run's clipping record.
 """
 
 from __future__ import annotations
@@ -38,17 +36,16 @@ from typing import Callable
 
 import numpy as np
 
+from . import alphabet as al
+from . import precision as pr
 from . import quantities as qt
-from ._array import as64, eps
+from ._array import as64
+from .precision import NU_MAX
 
-__all__ = ["Quantity", "QUANTITIES", "Context", "C_LOOP", "C_Q", "TAU_MAX"]
+__all__ = ["Quantity", "QUANTITIES", "Context", "C_Q", "NU_MAX"]
 
-#: constant of the loop tolerance τ = C_LOOP·eps(dtype)·(N + κ)
-C_LOOP = 4.0
 #: constant of the float64 quantity tolerance atol_c = C_Q·N·eps64·‖H_λ‖
 C_Q = 8.0
-#: above this loop accuracy τ a run is too imprecise for identities and tight bounds (out of scope)
-TAU_MAX = 0.05
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -141,8 +138,14 @@ class Context:
         return self.fac.c
 
     @cached_property
+    def Mm(self):
+        return self.fac.M()
+
+    @cached_property
     def Bm(self):
-        return self.fac.B()
+        Bm = np.eye(self.N) - self.Mm
+        np.fill_diagonal(Bm, 0.0)
+        return Bm
 
     @cached_property
     def RX(self):
@@ -163,15 +166,15 @@ class Context:
         return float(w[-1] / w[0]) if w[0] > 0 else float("inf")
 
     @cached_property
-    def kappa(self):
-        """Condition number of the Hessian the loop factored (run's dead-feature convention)."""
-        if self.run.dead == "keep" or not np.any(qt.dead_features(self.Xq)):
-            return self.kappa_keep
-        return qt.cond(self.Xq, self.lam, dead=self.run.dead)
+    def precision(self) -> str:
+        """The precision the run was computed in (``Run.precision``; never read from ``Q``)."""
+        return self.run.precision
 
     @cached_property
-    def tau(self):
-        return C_LOOP * eps(self.run.dtype) * (self.N + self.kappa)
+    def tr_Hinv(self):
+        """``tr(H_λ⁻¹)`` (``inf`` when singular): the condition of ``log det H_λ``."""
+        w = self.eig_keep
+        return float(np.sum(1.0 / w)) if w[0] > 0 else float("inf")
 
     @cached_property
     def atol_c(self):
@@ -213,60 +216,171 @@ class Context:
             up = as64(r.scale) * (r.qmax - as64(r.zero))
         return up[:, self.perm]
 
+    # -- the float64 re-evaluation and the measured allowance -------------------------------------
     @cached_property
-    def S(self):
-        """Weight scale ``Σ_t (|z_t| + δ_t)² c_t`` per row (tolerances)."""
-        return ((np.abs(self.z) + self.delta) ** 2) @ self.c
+    def Qp(self):
+        return self.Q[:, self.perm]
+
+    @cached_property
+    def implied(self) -> bool:
+        """The run carries no loop record of its own: its ``errors``/``z`` were solved from ``Q``."""
+        return bool(self.run.meta.get("implied"))
+
+    @cached_property
+    def e_star(self):
+        """Implied errors ``e*`` (processing order, float64): ``(w₀ − q)_π = Mᵀe*``. For Qronos'
+        original variant the first is ``ŵ_1 − q_1`` (what the loop propagates)."""
+        return pr.implied_errors(self.Mm, self.w0p, self.Qp)
+
+    @cached_property
+    def z_star(self):
+        """``z* = q + e*``: the values an exact-arithmetic loop rounded to produce ``Q``; for Qronos'
+        original variant the first is ``y_1`` (the value it rounds)."""
+        z = self.Qp + self.e_star
+        if self.run.algorithm == "qronos" and self.run.variant == "original":
+            z = z.copy()
+            z[:, 0] = self.y1
+        return z
+
+    @cached_property
+    def d_ref(self):
+        """``|z_ref − (q + e*)|``: the column loop in the working precision with the run's rounding
+        decisions given (``None`` when that precision cannot factor ``H_λ`` or solve ``ŵ``)."""
+        r = self.run
+        first_e = None
+        if r.algorithm == "qronos":
+            wh = pr.w_hat_in(self.W, self.X, self.Xq, self.lam, self.precision)
+            if wh is None:
+                return None
+            start = wh[:, self.perm]
+            if r.variant == "original":
+                first_e = start[:, 0] - self.Qp[:, 0]
+        else:
+            start = self.w0p
+        zr = pr.reference_z(self.Xq, self.lam, self.perm, start, self.Qp, self.precision,
+                            dead=r.dead if r.algorithm == "optq" else "keep", first_e=first_e)
+        if zr is None:
+            return None
+        return np.abs(zr - (self.Qp + self.e_star))
+
+    @cached_property
+    def nu_ref(self):
+        """What the working precision explains (``n × N``, processing order, weight units):
+        ``F·(running max of d_ref) + ulps`` (see :mod:`theory.precision`)."""
+        nu = pr.allowance(self.d_ref, self.z_star, self.Qp, self.delta, self.precision)
+        r = self.run
+        if r.algorithm == "qronos" and r.variant == "original":
+            # y_1 = w_f + ⟨X̃_f, (X − X̃)w⟩/‖X̃_f‖² in the working precision: the rounding error of the
+            # dot product is at most m·eps·⟨|X̃_f|, |(X − X̃)w|⟩/‖X̃_f‖²
+            xf = self.Xq[:, self.first]
+            g = (np.abs((self.X - self.Xq) @ self.W.T).T @ np.abs(xf)) / max(float(xf @ xf), 1e-300)
+            nu = nu.copy()
+            nu[:, 0] += pr.U_ULP * (self.m + 2) * pr.eps_of(self.precision) * (g + np.abs(self.W[:, self.first]))
+        return nu
+
+    @cached_property
+    def nu(self):
+        """The allowance ``ν`` the hypotheses and bounds are judged with. A run with its own loop
+        record: the measured ``|z_record − z*|`` plus ulps (exact: the loop rounded its own ``z``, so
+        ``|e*_t| ≤ |e_t| + |z_t − z*_t|``), provided the record is plausible (hypothesis
+        ``record``: within :attr:`nu_ref`); an implied run (no record): :attr:`nu_ref`."""
+        if self.implied:
+            return self.nu_ref
+        ulp = pr.U_ULP * pr.eps_of(self.precision) * (np.abs(self.z_star) + np.abs(self.Qp) + self.delta)
+        return np.minimum(self.d_loop, self.nu_ref) + ulp
+
+    @cached_property
+    def nu_rel(self):
+        """Per row: ``max_t ν_t/δ_t`` (the precision scope)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.max(np.where(self.delta > 0, self.nu / self.delta, np.inf), axis=1)
+
+    @cached_property
+    def precise(self):
+        """Per row: the measured allowance is at most ``NU_MAX`` of a step everywhere."""
+        return self.nu_rel <= NU_MAX
+
+    @cached_property
+    def d_loop(self):
+        """``|z_record − z*|``: how far the run's own loop record lies from the re-evaluation."""
+        return np.abs(self.z - self.z_star)
+
+    @cached_property
+    def A_sq(self):
+        """Slack of a squared-norm quantity from the allowance: ``Σ_t (2·max(|e*_t|, δ_t/2)·ν_t + ν_t²)·c_t``."""
+        nu = np.where(np.isfinite(self.nu), self.nu, 0.0)
+        return ((2 * np.maximum(np.abs(self.e_star), self.delta / 2) * nu + nu**2)) @ self.c
+
+    @cached_property
+    def eval_E2(self):
+        """float64 evaluation error of ``‖X_λ(w₀ − q)‖²``: ``2(m+2)·eps64·‖ |X_λ| |w₀ − q| ‖²``."""
+        d = np.abs(self.w0 - self.Q)
+        a = np.abs(self.Xq) @ d.T
+        return 2 * (self.m + 2) * EPS64 * (np.sum(a**2, axis=0) + self.lam * np.sum(d**2, axis=1))
+
+    @cached_property
+    def eval_F2(self):
+        """float64 evaluation error of ``‖Xw − X̃q‖² + λ‖w − q‖²`` and of ``ρ_λ²`` (Qronos)."""
+        a = np.abs(self.X) @ np.abs(self.W).T + np.abs(self.Xq) @ (np.abs(self.Q) + np.abs(self.w_hat)).T
+        d = np.abs(self.W) + np.abs(self.Q) + np.abs(self.w_hat)
+        return 4 * (self.m + 2) * EPS64 * (np.sum(a**2, axis=0) + self.lam * np.sum(d**2, axis=1))
 
     # -- scope helpers ------------------------------------------------------------------------------
     @cached_property
-    def no_sat_z(self):
-        """Per row: every ``z_t`` within half a step of the grid's range (SPEC's "no saturation";
-        exact ties at the edge count as inside), up to the loop accuracy."""
+    def no_sat(self):
+        """Per row: the run's clipping record says no rounding was changed by clipping and no
+        ``z_t`` fell outside the grid's range (SPEC's "no saturation")."""
         if not self.run.finite:
             return np.ones(self.n, dtype=bool)
-        slack = self.tau * (np.abs(self.z) + self.delta)
+        return ~(self.run.saturated | np.any(self.run.clipped, axis=1))
+
+    @cached_property
+    def no_sat_z(self):
+        """Per row: every ``z*_t`` within half a step of the grid's range, up to the allowance ``ν``
+        (P1's conclusion, judged on the re-evaluation)."""
+        if not self.run.finite:
+            return np.ones(self.n, dtype=bool)
+        z, nu = self.z_star, self.nu
         with np.errstate(invalid="ignore"):
-            ok = (self.z <= self.upper + self.delta / 2 + slack) & (self.z >= self.lower - self.delta / 2 - slack)
+            ok = (z <= self.upper + self.delta / 2 + nu) & (z >= self.lower - self.delta / 2 - nu)
         return np.all(ok, axis=1)
 
     @cached_property
     def reach(self):
         """``r_t = ½ Σ_j δ_j |B_jt|``: the largest drift ``|z_t − w_t|`` when every ``|e_j| ≤ δ_j/2``."""
-        return 0.5 * (self.delta @ np.abs(self.Bm))
+        return al.reach(self.delta, self.Bm)
 
     @cached_property
     def drift_var(self):
         """``Σ_j δ_j² B_jt²`` (``n × N``)."""
-        return (self.delta**2) @ (self.Bm**2)
+        return al.drift_var(self.delta, self.Bm)
 
     @cached_property
     def atol_w(self):
-        a = self.tau * (np.abs(self.z) + np.abs(self.w0p) + 2 * self.reach + self.delta)
-        if self.run.algorithm == "qronos":
-            # the loop started from ŵ solved in the run's dtype: a solve's error is norm-wise,
-            # ‖Δŵ‖₂ ≲ c·eps·cond(H̃_λ)·‖ŵ‖₂ ≤ τ‖ŵ‖₂, and may fall on an entry much smaller than ‖ŵ‖
-            a = a + self.tau * np.linalg.norm(self.w0p, axis=1, keepdims=True)
-        return a
+        """Slack of a weight-unit quantity ``|z*_t − w_t|``: the allowance carried through the drift,
+        ``Σ_j ν_j |B_jt|``, plus the float64 evaluation of ``z*``."""
+        nu = np.where(np.isfinite(self.nu), self.nu, 0.0)
+        ev = C_Q * self.N * EPS64 * (np.abs(self.z_star) + np.abs(self.w0p) + 2 * self.reach + self.delta)
+        return nu @ np.abs(self.Bm) + ev
+
+    @cached_property
+    def margin_w(self):
+        """Margin of the alphabet conditions: ``atol_w + ν_t`` (so that precision cannot place ``z_t``
+        on the edge of the grid's range)."""
+        return self.atol_w + np.where(np.isfinite(self.nu), self.nu, 0.0)
 
     @cached_property
     def p1_condition(self):
-        """Entrywise P1 condition ``[w_t − r_t, w_t + r_t] ⊂ [lower_t − δ_t/2, upper_t + δ_t/2]`` with a
-        margin of the loop accuracy (so that float noise cannot place ``z_t`` on the edge)."""
-        w, r, a = self.w0p, self.reach, self.atol_w
-        with np.errstate(invalid="ignore"):
-            ok = (w + r + a < self.upper + self.delta / 2) & (w - r - a > self.lower - self.delta / 2)
-        return np.all(ok, axis=1)
+        """Entrywise P1 condition ``[w_t − r_t, w_t + r_t] ⊂ [lower_t − δ_t/2, upper_t + δ_t/2]`` with the
+        margin of the measured allowance (:func:`theory.alphabet.p1_condition`)."""
+        return al.p1_condition(self.w0p, self.reach, self.lower, self.upper, self.delta, self.margin_w)
 
-    def t3_radius(self, s2factor):
-        """``a_t = √(s²-factor · Σ_j δ_j² B_jt²) · √(2 log(2N/η))``."""
-        return np.sqrt(s2factor * self.drift_var) * np.sqrt(2 * np.log(2 * self.N / self.eta))
+    def t3_radius(self, constant="hoeffding"):
+        """``a_t = (s/δ)·√(Σ_j δ_j² B_jt²) · √(2 log(2N/η))`` (:func:`theory.alphabet.t3_radius_from_var`)."""
+        return al.t3_radius_from_var(self.drift_var, self.N, self.eta, constant)
 
-    def t3_condition(self, s2factor):
-        w, a = self.w0p, self.t3_radius(s2factor)
-        with np.errstate(invalid="ignore"):
-            ok = (w + a + self.atol_w <= self.upper) & (w - a - self.atol_w >= self.lower)
-        return np.all(ok, axis=1)
+    def t3_condition(self, constant="hoeffding"):
+        return al.t3_condition(self.w0p, self.t3_radius(constant), self.lower, self.upper, self.margin_w)
 
     @cached_property
     def tail_threshold(self):
@@ -286,7 +400,7 @@ class Context:
             if v.size == 0:
                 continue
             g = lambda a: np.log(np.sum(2 * np.exp(-a * a / (2 * v)))) - np.log(self.eta)  # noqa: E731
-            hi = np.sqrt(2 * np.max(v) * np.log(2 * v.size / self.eta)) + 1e-300
+            hi = np.sqrt(np.max(v)) * al.hp_multiplier(v.size, self.eta) + 1e-300
             lo = 0.0
             out[r] = brentq(g, lo, hi * 1.0000001 + 1e-300, xtol=1e-14 * hi, rtol=1e-13) if g(lo) > 0 else 0.0
         return out
@@ -443,7 +557,7 @@ QUANTITIES = {q.name: q for q in [
     _q("sat", r"\mathbf{1}\{\text{saturation}\}", "1 if clipping changed a rounding", lambda c: c.run.saturated.astype(float)),
     _q("out_of_range", r"\mathbf{1}\{\exists t: z_t \notin [\ell_t - \delta_t/2, u_t + \delta_t/2]\}",
        "1 if some z_t lies more than half a step outside the grid's range", lambda c: (~c.no_sat_z).astype(float)),
-    _q("drift_abs", r"|z_t - w_t|", "|z_t − w_t| (per t)", lambda c: np.abs(c.z - c.w0p)),
+    _q("drift_abs", r"|z_t - w_t|", "|z*_t − w_t| (per t; z* re-evaluated from Q)", lambda c: np.abs(c.z_star - c.w0p)),
     _q("reach", r"\tfrac12 \sum_j \delta_j |B_{jt}|", "½ Σ_j δ_j |B_jt| (per t)", lambda c: c.reach),
     _q("drift_var", r"\sum_j \delta_j^2 B_{jt}^2", "Σ_j δ_j² B_jt² (per t)", lambda c: c.drift_var),
     _q("B2max", r"\max_t \|B_{:,t}\|_2^2", "max_t ‖B_{:,t}‖²", lambda c: np.array([np.max(np.sum(c.Bm**2, axis=0))]), "run"),

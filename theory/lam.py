@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import alphabet
 from ._array import as64
 from .constants import CONSTANTS
 from .quantities import factor, resolve_order
@@ -107,7 +108,8 @@ def recommend_lambda(X, W, *, delta, K, order="natural", eta: float = 0.05, lams
     if lams.size == 0 or np.any(lams < 0):
         raise ValueError("lams must be a non-empty grid of λ ≥ 0")
     perm = resolve_order(order, N, X)
-    s_over_delta = math.sqrt(CONSTANTS[constant].factor)
+    if constant not in CONSTANTS:
+        raise ValueError(f"constant must be one of {sorted(CONSTANTS)}, got {constant!r}")
     winf = np.max(np.abs(W), axis=1) / d  # ‖w‖∞/δ per row
     L = lams.size
     l2_rows = np.full((L, W.shape[0]), np.nan)
@@ -120,10 +122,8 @@ def recommend_lambda(X, W, *, delta, K, order="natural", eta: float = 0.05, lams
             continue  # singular H_λ (λ = 0 with dependent features): not a candidate
         Bm = fac.B()
         l2_rows[k] = d / 2 * math.sqrt(float(np.sum(fac.c)))
-        b2 = float(np.max(np.linalg.norm(Bm, axis=0)))
-        b1 = float(np.max(np.sum(np.abs(Bm), axis=0)))
-        K_t3[k] = float(np.max(winf)) + s_over_delta * b2 * math.sqrt(2 * math.log(2 * N / eta))
-        K_p1[k] = float(np.max(winf)) + 0.5 * b1 - 0.5
+        K_t3[k] = alphabet.k_needed_t3(winf, Bm, eta, constant)
+        K_p1[k] = alphabet.k_needed_p1(winf, Bm)
     with np.errstate(invalid="ignore"):
         t3_ok = np.isfinite(K_t3) & (K_t3 <= K)
         p1_ok = np.isfinite(K_p1) & (K_p1 <= K)

@@ -4,13 +4,18 @@ Generated from the claim registry and an ``evidence`` mapping (claim id → camp
 the page and the code cannot drift apart. The output is deterministic (registry order, fixed
 number formats, no timestamps), so a test can compare the committed file byte for byte.
 
-Evidence per claim id (every key optional)::
+Evidence per claim id, or per checked hypothesis (ids ``hyp.*``, shown in their own table "Hypotheses
+checked on every run"); every key optional::
 
     {"runs": int, "trials": int, "violations": int, "out_of_scope": int,
-     "worst_ratio": float, "min_p_value": float, "status": str, "sources": [str, ...]}
+     "worst_ratio": float, "min_p_value": float, "status": str, "sources": [str, ...],
+     "insufficient": int, "detectable": float}
 
-``status`` defaults to ``"violated"`` when ``violations > 0``, ``"consistent"`` when ``runs > 0``,
-else ``"not yet exercised"``. Claims absent from ``evidence`` are "not yet exercised". The CLI
+``status`` is one of :data:`theory.verdicts.STATUSES` (stored results written before that
+vocabulary are read too: ``verified`` is ``consistent``, ``not yet exercised`` and ``out of scope only``
+are ``not exercised``). Without it the status is ``"violated"`` when ``violations > 0``,
+``"insufficient evidence"`` when ``insufficient > 0``, ``"consistent"`` when ``runs > 0``, else
+``"not exercised"``. Claims absent from ``evidence`` are "not exercised". The CLI
 (``ptq-bounds paper-checks``) and the extraction of evidence from the result store live in
 ``verify``; this module only renders.
 """
@@ -22,13 +27,19 @@ from typing import Iterable, Mapping
 
 import sympy as sp
 
+from . import verdicts as V
 from .claims import CLAIMS, PROVENANCE
 from .constants import CONSTANTS
 
-__all__ = ["render_paper_checks", "aggregate_evidence", "EVIDENCE_KEYS", "STATUSES"]
+__all__ = ["render_paper_checks", "aggregate_evidence", "evidence_from_aggregate", "is_hypothesis", "EVIDENCE_KEYS",
+           "STATUSES"]
 
-EVIDENCE_KEYS = ("runs", "trials", "violations", "out_of_scope", "worst_ratio", "min_p_value", "status", "sources")
-STATUSES = ("consistent", "violated", "not yet exercised", "out of scope only")
+EVIDENCE_KEYS = ("runs", "trials", "violations", "out_of_scope", "worst_ratio", "min_p_value", "status", "sources",
+                 "insufficient", "detectable")
+STATUSES = V.STATUSES
+# statuses of stored results written before the vocabulary of theory.verdicts
+_LEGACY = {"verified": V.CONSISTENT, "satisfied": V.CONSISTENT, "not yet exercised": V.NOT_EXERCISED,
+           "out of scope only": V.NOT_EXERCISED}
 
 
 def _num(x, fmt="{:.4g}") -> str:
@@ -47,15 +58,28 @@ def _num(x, fmt="{:.4g}") -> str:
 
 
 def _status(ev: Mapping | None) -> str:
+    """The status of an aggregate in the vocabulary of :mod:`theory.verdicts` (an aggregate with
+    nothing in scope is ``not exercised``)."""
     if not ev:
-        return "not yet exercised"
-    if ev.get("status"):
-        return str(ev["status"])
+        return V.NOT_EXERCISED
+    st = ev.get("status")
+    if st:
+        st = _LEGACY.get(str(st), str(st))
+        if st == V.OUT_OF_SCOPE and not int(ev.get("runs") or 0):
+            st = V.NOT_EXERCISED
+        return st
     if int(ev.get("violations") or 0) > 0:
-        return "violated"
+        return V.VIOLATED
+    if int(ev.get("insufficient") or 0) > 0:
+        return V.INSUFFICIENT
     if int(ev.get("runs") or 0) > 0:
-        return "consistent" if int(ev.get("trials") or ev.get("runs") or 0) > 0 else "out of scope only"
-    return "not yet exercised"
+        return V.CONSISTENT
+    return V.NOT_EXERCISED
+
+
+def is_hypothesis(cid: str) -> bool:
+    """Ids of checked hypotheses (``hyp.on_grid``, ``hyp.nearest``, ...), as opposed to claims."""
+    return str(cid).startswith("hyp.")
 
 
 def _cell(s: str) -> str:
@@ -66,9 +90,10 @@ def render_paper_checks(evidence: Mapping[str, Mapping] | None = None) -> str:
     """The Markdown page (a string ending in a newline). ``evidence``: claim id → summary dict
     (see the module docstring). Unknown claim ids or keys raise ``ValueError`` (stale evidence)."""
     evidence = dict(evidence or {})
-    unknown = sorted(set(evidence) - set(CLAIMS))
+    unknown = sorted(k for k in set(evidence) - set(CLAIMS) if not is_hypothesis(k))
     if unknown:
-        raise ValueError(f"evidence for unknown claim ids: {', '.join(unknown)} (known: {', '.join(CLAIMS)})")
+        raise ValueError(f"evidence for unknown claim ids: {', '.join(unknown)} (known: {', '.join(CLAIMS)}, "
+                         "and hypotheses hyp.*)")
     for cid in sorted(evidence):
         bad = sorted(set(evidence[cid]) - set(EVIDENCE_KEYS))
         if bad:
@@ -123,11 +148,27 @@ def render_paper_checks(evidence: Mapping[str, Mapping] | None = None) -> str:
     a("")
     a("Status: *consistent* = checked in scope with no violation beyond the dtype-aware one-sided tolerance "
       "(deterministic claims) or no significant excess at the declared false-alarm rate (exact binomial or "
-      "Hoeffding test; probabilistic claims); *violated* = the opposite; *not yet exercised* = no stored "
+      "Hoeffding test; probabilistic claims); *violated* = the opposite; *insufficient evidence* = checked, but "
+      "a statistical test could not reach its declared power (never a pass); *not exercised* = no stored "
       "campaign has put this claim in scope. Out-of-scope runs (hypotheses not met) are never counted as passes. "
       "The worst ratio (left side over right side) measures tightness; values near 1 are legitimate where the "
       "bound is attained.")
     a("")
+    hyps = sorted(k for k in evidence if is_hypothesis(k))
+    if hyps:
+        a("## Hypotheses checked on every run")
+        a("")
+        a("Besides the claims, every run checks hypotheses the claims rest on (ids `hyp.*`); a violated "
+          "hypothesis counts like a violated claim.")
+        a("")
+        a("| hypothesis | status | runs | trials | violations | insufficient | out of scope | min p-value |")
+        a("|---|---|---|---|---|---|---|---|")
+        for hid in hyps:
+            e = evidence[hid] or {}
+            a(f"| {_cell(hid)} | {_status(e)} | {_num(e.get('runs'))} | {_num(e.get('trials'))} "
+              f"| {_num(e.get('violations'))} | {_num(e.get('insufficient'))} | {_num(e.get('out_of_scope'))} "
+              f"| {_num(e.get('min_p_value'), '{:.3g}')} |")
+        a("")
     a("## Claims")
     for cid, cl in CLAIMS.items():
         ev = evidence.get(cid)
@@ -156,52 +197,51 @@ def render_paper_checks(evidence: Mapping[str, Mapping] | None = None) -> str:
             parts = [f"{k.replace('_', ' ')} {_num(e.get(k), '{:.3g}' if k == 'min_p_value' else '{:.4g}')}"
                      for k in ("runs", "trials", "violations", "out_of_scope", "worst_ratio", "min_p_value")
                      if e.get(k) is not None]
+            if int(e.get("insufficient") or 0):
+                parts.append(f"insufficient evidence in {_num(e.get('insufficient'))}")
+            if e.get("detectable") is not None:
+                parts.append(f"smallest detectable effect {_num(e.get('detectable'), '{:.3g}')}")
             a(f"- Evidence: {', '.join(parts)}")
             for s in sorted(e.get("sources") or []):
                 a(f"  - source: {s}")
         else:
-            a("- Evidence: not yet exercised")
+            a("- Evidence: not exercised")
     a("")
     return "\n".join(L)
 
 
 def aggregate_evidence(verdicts: Iterable, *, source: str | None = None) -> dict:
-    """Fold verdicts (``theory.Verdict`` objects or their ``to_dict()``, any claims, any runs) into
-    the ``evidence`` mapping of :func:`render_paper_checks`.
+    """Fold verdicts (``theory.Verdict`` objects or their ``to_dict()``, any claims and hypotheses,
+    any runs) into the ``evidence`` mapping of :func:`render_paper_checks`, through
+    :func:`theory.verdicts.aggregate`.
 
-    Per claim: ``runs`` = verdicts with at least one in-scope row, ``trials`` = in-scope rows,
-    ``violations`` = sum of ``violations``, ``out_of_scope`` = sum of out-of-scope rows (runs for
-    per-run claims), ``worst_ratio`` = largest worst ratio, ``min_p_value`` = smallest p-value of the
-    statistical tests, ``status`` = "violated" if any verdict is, "consistent" if any is in scope,
-    else "out of scope only". Each test keeps its own false-alarm rate: with many runs, pool trials
-    into few runs (rows are trials) rather than multiplying small tests.
+    Per id: ``runs`` = verdicts with at least one in-scope row, ``trials`` = in-scope rows,
+    ``violations`` = violating verdicts, ``out_of_scope`` = out-of-scope rows (runs for per-run
+    claims), ``worst_ratio`` (identities: farthest from 1), ``min_p_value`` = smallest p-value of the
+    statistical tests, ``insufficient`` / ``detectable`` where a test lacked its declared power,
+    ``status`` in the vocabulary of :mod:`theory.verdicts` (nothing in scope: ``not exercised``);
+    ``sources`` when ``source`` is given. Each test keeps its own false-alarm rate: with many runs,
+    pool trials into few runs (rows are trials) rather than multiplying small tests.
     """
+    return evidence_from_aggregate(V.aggregate(verdicts, source=source), sources=source is not None)
+
+
+def evidence_from_aggregate(summary: Mapping[str, Mapping], *, sources: bool = True) -> dict:
+    """The ``evidence`` mapping from per-id summaries of :func:`theory.verdicts.aggregate` or
+    :func:`theory.verdicts.merge_summaries` (``rows`` become ``trials``)."""
     out: dict = {}
-    for v in verdicts:
-        d = v.to_dict() if hasattr(v, "to_dict") else dict(v)
-        cid = d["claim"]
-        e = out.setdefault(cid, {"runs": 0, "trials": 0, "violations": 0, "out_of_scope": 0, "worst_ratio": None,
-                                 "min_p_value": None, "status": "out of scope only"})
-        ins = int(d.get("in_scope") or 0)
-        e["trials"] += ins
-        e["out_of_scope"] += int(d.get("out_of_scope") or 0)
-        e["violations"] += int(d.get("violations") or 0)
-        if ins:
-            e["runs"] += 1
-            wr = d.get("worst_ratio")
-            if wr is not None and not (isinstance(wr, float) and math.isnan(wr)):
-                e["worst_ratio"] = wr if e["worst_ratio"] is None else max(e["worst_ratio"], wr)
-            pv = d.get("p_value")
-            if pv is not None and not (isinstance(pv, float) and math.isnan(pv)):
-                e["min_p_value"] = pv if e["min_p_value"] is None else min(e["min_p_value"], pv)
-        if d.get("status") == "violated":
-            e["status"] = "violated"
-        elif ins and e["status"] != "violated":
-            e["status"] = "consistent"
-        if source:
-            e.setdefault("sources", [])
-            if source not in e["sources"]:
-                e["sources"].append(source)
+    for cid, s in summary.items():
+        e = {"runs": int(s.get("runs") or 0), "trials": int(s.get("rows") or 0),
+             "violations": int(s.get("violations") or 0), "out_of_scope": int(s.get("out_of_scope") or 0),
+             "worst_ratio": s.get("worst_ratio"), "min_p_value": s.get("min_p_value")}
+        if int(s.get("insufficient") or 0):
+            e["insufficient"] = int(s["insufficient"])
+        if s.get("detectable") is not None:
+            e["detectable"] = s["detectable"]
+        e["status"] = _status({**e, "status": s.get("status")})
+        if sources:
+            e["sources"] = sorted(set(s.get("sources") or []))
+        out[cid] = e
     return out
 
 

@@ -23,6 +23,11 @@ Conventions (shapes: ``n`` rows, ``N`` features, ``m`` samples):
   ``saturated`` (``n``) say where clipping changed a rounding.
 * ``dead``: the Hessian convention of the loop on dead features (``"zero"``: GPTQ, diagonal
   ``m/2``; ``"keep"``); only the tolerance depends on it (see :mod:`theory.quantities`).
+* ``precision``: the floating-point precision the run was *computed* in (``"float64"``,
+  ``"float32"``, ``"float16"``, ``"bfloat16"``): the checker measures what that precision can
+  explain on the run's own inputs (:mod:`theory.precision`). It never comes from ``Q``'s dtype:
+  a run built directly defaults to ``"float64"`` (the strictest); :meth:`Run.from_result` takes
+  the dtype the algorithm computed in. ``dtype`` is the storage dtype of ``Q``.
 * ``steps_fixed``: the steps and zero points were fixed before the column loop (symmetric grids,
   per-row or static-group GPTQ grids). ``False`` for GPTQ groups fitted on the fly: their steps
   depend on earlier (random) errors, which the stochastic claims do not cover.
@@ -37,9 +42,10 @@ import numpy as np
 
 from ._array import dtype_name, to_numpy
 
-__all__ = ["Run", "ALGORITHMS", "ROUNDINGS", "VARIANTS"]
+__all__ = ["Run", "ALGORITHMS", "ROUNDINGS", "VARIANTS", "PRECISIONS"]
 
 ALGORITHMS = ("optq", "qronos", "rtn")
+PRECISIONS = ("float64", "float32", "float16", "bfloat16")
 ROUNDINGS = ("nearest", "stochastic")
 VARIANTS = ("projection", "original")
 
@@ -78,6 +84,7 @@ class Run:
     dead: str = "keep"
     steps_fixed: bool = True
     dtype: str = ""
+    precision: str = "float64"
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -91,6 +98,9 @@ class Run:
         set_("y1", _np(self.y1, "y1"))
         if not self.dtype:
             set_("dtype", dtype_name(self.Q.dtype))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Run.precision must be one of {PRECISIONS} (the precision the run was computed in), "
+                             f"got {self.precision!r}")
         set_("lam", float(self.lam))
         set_("qmin", float(self.qmin))
         set_("qmax", float(self.qmax))
@@ -156,7 +166,7 @@ class Run:
             z=self.z[idx], scale=self.scale[idx], zero=self.zero[idx], qmin=self.qmin, qmax=self.qmax,
             clipped=self.clipped[idx], saturated=pick(self.saturated), rounding=self.rounding,
             algorithm=self.algorithm, X_tilde=self.X_tilde, variant=self.variant, y1=y1, dead=self.dead,
-            steps_fixed=self.steps_fixed, dtype=self.dtype, meta=dict(self.meta),
+            steps_fixed=self.steps_fixed, dtype=self.dtype, precision=self.precision, meta=dict(self.meta),
         )
 
     def replace(self, **kw) -> "Run":
@@ -167,7 +177,7 @@ class Run:
 
     # -- construction from a result object ---------------------------------------------------------
     @classmethod
-    def from_result(cls, result, X, *, X_tilde=None, W=None, steps_fixed=None, meta=None) -> "Run":
+    def from_result(cls, result, X, *, X_tilde=None, W=None, steps_fixed=None, meta=None, precision=None) -> "Run":
         """Read a result object by duck typing (``algorithms.QuantResult``/``QronosResult`` or
         anything with the same attributes: ``Q, errors, z, order, saturated, clipped, lam,
         alphabet.scale/zero/qmin/qmax, W0, rounding, algorithm`` and, for Qronos, ``variant``,
@@ -178,7 +188,9 @@ class Run:
         was computed on ``X_tilde`` (mismatched inputs). ``steps_fixed``: override the inference from
         ``result.grid`` (GPTQ groups fitted on the fly → ``False``); a result without ``grid`` is
         taken to have fixed steps unless told otherwise (pass ``steps_fixed=False`` when auditing a
-        quantizer whose steps depend on the running weights).
+        quantizer whose steps depend on the running weights). ``precision``: the precision the run
+        was computed in (default: ``result.options['precision']``, else the dtype of the loop's
+        start ``result.W0``, which the package's algorithms compute in).
         """
         alg = str(getattr(result, "algorithm"))
         if W is None:
@@ -207,6 +219,9 @@ class Run:
         md.update({k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None)))})
         md.update(meta or {})
         lam = getattr(result, "lam", float("nan"))
+        prec = precision or opts.get("precision") or dtype_name(getattr(to_numpy(getattr(result, "W0", None)), "dtype", Qn.dtype))
+        if prec not in PRECISIONS:
+            prec = "float64" if prec in ("float128", "longdouble") else prec
         return cls(
             X=X, W=W, Q=Qn, lam=float("nan") if lam is None else float(lam), order=to_numpy(result.order),
             errors=to_numpy(result.errors), z=to_numpy(result.z), scale=scale, zero=zero,
@@ -214,5 +229,5 @@ class Run:
             saturated=to_numpy(result.saturated), rounding=str(result.rounding), algorithm=alg,
             X_tilde=X_tilde, variant=getattr(result, "variant", None) if alg == "qronos" else None,
             y1=to_numpy(getattr(result, "y1", None)), dead=dead, steps_fixed=bool(steps_fixed),
-            dtype=dtype_name(Qn.dtype), meta=md,
+            dtype=dtype_name(Qn.dtype), precision=prec, meta=md,
         )

@@ -206,11 +206,11 @@ def _sized_K(spec, cfg, W, X, Xt) -> int:
                    rng=np.random.default_rng(0), **lam_of(cfg, data))
     Bm = theory.B(np.asarray(data, dtype=np.float64), float(probe.lam), np.asarray(probe.order))
     w_over = float(np.max(np.abs(W))) / delta
-    if spec["K"] == "p1":  # K + 1/2 ≥ ‖w‖∞/δ + ½ max_t ‖B_{:,t}‖₁
-        need = w_over + 0.5 * float(np.max(np.sum(np.abs(Bm), axis=0))) - 0.5
-    else:  # K ≥ ‖w‖∞/δ + ½ max_t ‖B_{:,t}‖₂ √(2 log(2N/η))
+    if spec["K"] == "p1":  # K + ½ ≥ ‖w‖∞/δ + ½ max_t ‖B_{:,t}‖₁
+        need = theory.alphabet.k_needed_p1(w_over, Bm)
+    else:  # K ≥ ‖w‖∞/δ + (s/δ) max_t ‖B_{:,t}‖₂ √(2 log(2N/η)), s² = δ²/4
         eta = float(cfg.get("eta", 0.05))
-        need = w_over + 0.5 * float(np.max(np.sqrt(np.sum(Bm**2, axis=0)))) * math.sqrt(2 * math.log(2 * W.shape[1] / eta))
+        need = theory.alphabet.k_needed_t3(w_over, Bm, eta, "hoeffding")
     return max(1, int(math.ceil(need - 1e-12)))
 
 
@@ -300,8 +300,8 @@ def _measurements(res, run, X, Xt, W, verdicts, keep_rows) -> dict:
             meas["sum_c"] = np.array([float(np.sum(c))])
             meas["max_c"] = np.array([float(np.max(c))])
             B = theory.B(np.asarray(data, dtype=np.float64), float(res.lam), order)
-            meas["drift_l1_max"] = np.array([float(np.max(np.sum(np.abs(B), axis=0)))])
-            meas["drift_l2_max"] = np.array([float(np.max(np.sqrt(np.sum(B**2, axis=0))))])
+            meas["drift_l1_max"] = np.array([theory.alphabet.drift_l1_max(B)])
+            meas["drift_l2_max"] = np.array([theory.alphabet.drift_l2_max(B)])
         except Exception:  # noqa: BLE001 - exact quantities unavailable (e.g. singular with λ = 0)
             pass
         scale = np.asarray(res.alphabet.scale, dtype=np.float64)[:, order]
