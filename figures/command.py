@@ -2,11 +2,14 @@
 
 Reads the store only (never reruns a cell). Every figure is written as PDF and PNG (``--formats``)
 into ``--out``; a figure whose study is missing is reported with the command that produces it,
-the others are still drawn. Exit code 0 when every requested figure was drawn, 2 otherwise.
+the others are still drawn. Exit codes: 0 every requested figure was drawn; 2 bad input (an
+argument, a missing or unreadable store, a campaign or study the store does not hold: the message
+names the command that produces it); 4 internal error.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -52,6 +55,16 @@ def _parse_only(text):
     return list(dict.fromkeys(out))
 
 
+def _known_formats() -> set:
+    """The file formats matplotlib can write here (empty when it cannot be asked)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        return set(FigureCanvasBase.get_supported_filetypes())
+    except Exception:  # pragma: no cover - the figure itself will report
+        return set()
+
+
 def run(args) -> int:
     if getattr(args, "list", False):
         for n in FIGURES:
@@ -68,10 +81,26 @@ def run(args) -> int:
     if not formats:
         print("ptq-bounds figures: --formats is empty", file=sys.stderr)
         return 2
+    known = _known_formats()
+    bad = [f for f in formats if known and f not in known]
+    if bad:
+        print(f"ptq-bounds figures: --formats: unknown {', '.join(bad)}; choose from {', '.join(sorted(known))}",
+              file=sys.stderr)
+        return 2
+    if args.dpi is not None and args.dpi < 1:
+        print(f"ptq-bounds figures: --dpi must be ≥ 1, got {args.dpi}", file=sys.stderr)
+        return 2
+    if args.K is not None and args.K < 1:
+        print(f"ptq-bounds figures: --K must be ≥ 1, got {args.K}", file=sys.stderr)
+        return 2
     try:
         src = open_source(args.store, args.campaign)
     except FigureDataError as exc:
         print(f"ptq-bounds figures: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"ptq-bounds figures: --store: {args.store} is not a result store ({exc}); pass the store.sqlite "
+              "`ptq-bounds verify` wrote", file=sys.stderr)
         return 2
     out = Path(args.out)
     print(f"store {src.path}, campaign {src.id} ({src.campaign['name']})")

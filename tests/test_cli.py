@@ -51,11 +51,18 @@ def test_check_layer_reports_every_claim_and_writes_json(layer):
 
 
 def test_check_layer_stochastic_trials_and_npz_keys(layer):
-    r = ptq("check-layer", f"{layer / 'both.npz'}:W", f"{layer / 'both.npz'}:X", "--delta", 0.05,
-            "--rounding", "stochastic", "--trials", 50, "--percdamp", 0.05, "--json", layer / "s.json")
+    args = (f"{layer / 'both.npz'}:W", f"{layer / 'both.npz'}:X", "--delta", 0.05, "--rounding", "stochastic",
+            "--percdamp", 0.05)
+    # 50 repetitions cannot resolve a 25 % excess of the expected squared error: insufficient evidence, exit 3
+    r = ptq("check-layer", *args, "--trials", 50, "--json", layer / "few.json")
+    assert r.returncode == 3, r.stderr
+    v = {d["claim"]: d for d in json.loads((layer / "few.json").read_text())["runs"][0]["verdicts"]}
+    assert v["T2.expectation"]["status"] == "insufficient evidence" and v["T2.expectation"]["power"]["detectable"] > 0.25
+    r = ptq("check-layer", *args, "--trials", 400, "--json", layer / "s.json")
     assert r.returncode == 0, r.stderr
     v = {d["claim"]: d for d in json.loads((layer / "s.json").read_text())["runs"][0]["verdicts"]}
-    assert v["T2.hp.hoeffding"]["trials"] == 400 and v["T2.hp.hoeffding"]["status"] == "consistent"
+    assert v["T2.hp.hoeffding"]["trials"] == 3200 and v["T2.hp.hoeffding"]["status"] == "consistent"
+    assert v["hyp.unbiased"]["status"] == "consistent" and v["hyp.unbiased"]["power"]["detectable"] < 0.05
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -411,10 +411,14 @@ def _median(ts):
 def run(args) -> int:
     try:
         shapes = _parse_shapes(args.shapes) if args.shapes else _parse_shapes(",".join(QUICK_SHAPES if args.quick else SHAPES))
+    except ValueError as exc:  # bad input: exit 2, one line naming the argument
+        print(f"ptq-bounds bench: --shapes: {exc}", file=sys.stderr)
+        return 2
+    try:
         cases = [c.strip() for c in args.cases.split(",") if c.strip()]
         for c in cases:
             if c not in CASES:
-                raise ValueError(f"unknown case {c!r}; choose from {', '.join(CASES)}")
+                raise ValueError(f"--cases: unknown case {c!r}; choose from {', '.join(CASES)}")
         for name in ("repeats", "warmup", "samples", "mc_n", "mc_trials", "mc_batch"):
             v = getattr(args, name)
             if v is not None and v < (1 if name in ("repeats", "samples", "mc_n", "mc_batch") else 0):
@@ -426,7 +430,7 @@ def run(args) -> int:
         return 2
     try:
         dev = _make_device(args.device)
-    except SystemExit as exc:
+    except SystemExit as exc:  # --device gpu without CuPy or a usable GPU: bad input, the message says the fix
         print(str(exc), file=sys.stderr)
         return 2
 

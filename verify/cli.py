@@ -2,6 +2,11 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``
 (the exit code); this file only wires them together, importing each module when it is used.
+
+Exit codes (one policy for every command, :data:`theory.verdicts.EXIT`): 0 every checked claim
+holds; 1 a claim or hypothesis is violated; 2 bad input (argparse errors, and one line naming the
+argument and the fix); 3 not exercised or insufficient evidence; 4 internal error (one line on
+stderr; the traceback only with ``--debug``); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -21,12 +27,20 @@ SUBCOMMANDS = {
     "bench": ("verify.bench", "time OPTQ against the BLAS-3 floor on this machine and store the results"),
 }
 
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+_DEBUG_HELP = "on an internal error, print the full traceback (exit code 4 either way)"
+_EPILOG = ("exit codes: 0 every checked claim holds; 1 a claim or hypothesis is violated; 2 bad input; "
+           "3 not exercised or insufficient evidence; 4 internal error (traceback with --debug)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ptq-bounds",
         description="Check the error bounds of OPTQ (GPTQ) and Qronos post-training quantization.",
+        epilog=_EPILOG,
     )
+    p.add_argument("--debug", action="store_true", default=False, help=_DEBUG_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_) in SUBCOMMANDS.items():
@@ -36,24 +50,53 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module:
                 raise
             continue
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=_EPILOG)
         sp.set_defaults(_module=module)
         mod.add_arguments(sp)
+        _accept_debug(sp)
     return p
+
+
+def _accept_debug(sp) -> None:
+    """``--debug`` after the subcommand too. Its default is SUPPRESS in the subparser, so that a
+    ``--debug`` given before the subcommand is not reset (a command may declare its own)."""
+    own = [a for a in sp._actions if "--debug" in a.option_strings]
+    if own:
+        for a in own:
+            a.default = argparse.SUPPRESS
+    else:
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
 def _module(name):
     return importlib.import_module(name)
 
 
+def internal_error_line(exc: BaseException, *, debug: bool = False) -> str:
+    """The one line printed for an internal error (exit code 4)."""
+    msg = " ".join(str(exc).split())
+    line = f"ptq-bounds: internal error: {type(exc).__name__}" + (f": {msg}" if msg else "")
+    return line if debug else line + " (run with --debug for the traceback)"
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # argparse errors exit 2 (SystemExit passes through)
+        debug = bool(getattr(args, "debug", False))
         return int(_module(args._module).run(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept and a re-run continues from it", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception as exc:  # a crash is never a violation: exit 4, the traceback only with --debug
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(internal_error_line(exc, debug=debug), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

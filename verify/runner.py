@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -55,45 +54,48 @@ def run_campaign(campaign: Campaign, store: Store, *, executor_kind: str = "proc
 
 
 def summarize(store: Store, campaign: Campaign | str) -> dict:
-    """Per claim: cells and rows in scope, out of scope (by reason), violations, worst ratio,
-    smallest p-value, status (``verified`` / ``violated`` / ``not exercised``)."""
+    """Per claim and per checked hypothesis (ids ``hyp.*``, listed after the claims): cells and rows in
+    scope, out of scope (by reason), violations and the cells they occurred in, worst ratio, smallest
+    p-value, trials and exceedances, verdicts with insufficient evidence (``insufficient``, and the
+    weakest smallest-detectable effect ``detectable``) and ``status`` in the vocabulary of
+    :mod:`theory.verdicts` (``consistent`` / ``violated`` / ``insufficient evidence`` / ``not exercised``).
+
+    The evidence is folded by :func:`theory.verdicts.aggregate` (its ``runs``, ``rows`` and
+    ``violated_in`` are stored as ``cells_in_scope``, ``rows_in_scope`` and ``violated_cells``).
+    ``violated`` lists every violated id (claims and hypotheses), ``not_exercised`` the claims never in
+    scope, ``insufficient`` the ids with a verdict that lacked the declared power."""
     cid = campaign.id if isinstance(campaign, Campaign) else campaign
     import theory
+    from theory import verdicts as V
 
     cells = store.cells(cid, measurements=False)
-    claims = {k: dict(claim=k, kind=c.kind, title=c.title, cells_in_scope=0, rows_in_scope=0, out_of_scope=0,
-                      reasons={}, violations=0, violated_cells=[], worst_ratio=None, min_p_value=None, trials=0,
-                      exceedances=0) for k, c in theory.CLAIMS.items()}
+    agg: dict = {}
     errors = []
     for c in cells:
         if c["status"] != "done":
             errors.append({"key": c["key"], "error": c["error"]})
             continue
-        for v in c["verdicts"]:
-            s = claims.setdefault(v["claim"], dict(claim=v["claim"], kind=v["kind"], title="", cells_in_scope=0,
-                                                   rows_in_scope=0, out_of_scope=0, reasons={}, violations=0,
-                                                   violated_cells=[], worst_ratio=None, min_p_value=None,
-                                                   trials=0, exceedances=0))
-            s["out_of_scope"] += int(v["out_of_scope"])
-            for r, k in (v.get("reasons") or {}).items():
-                s["reasons"][r] = s["reasons"].get(r, 0) + int(k)
-            if v["in_scope"]:
-                s["cells_in_scope"] += 1
-                s["rows_in_scope"] += int(v["in_scope"])
-                wr = v.get("worst_ratio")
-                if wr is not None and not (isinstance(wr, float) and math.isnan(wr)):
-                    if s["worst_ratio"] is None or _worse(v["kind"], wr, s["worst_ratio"]):
-                        s["worst_ratio"] = wr
-                p = v.get("p_value")
-                if p is not None:
-                    s["min_p_value"] = p if s["min_p_value"] is None else min(s["min_p_value"], p)
-                s["trials"] += int(v.get("trials") or 0)
-                s["exceedances"] += int(v.get("exceedances") or 0)
-            if v["violated"]:
-                s["violations"] += 1
-                s["violated_cells"].append(c["key"])
-    for s in claims.values():
-        s["status"] = "violated" if s["violations"] else ("verified" if s["cells_in_scope"] else "not exercised")
+        V.aggregate((_with_power(v) for v in c["verdicts"]), source=c["key"], into=agg)
+    order = list(theory.CLAIMS) + [k for k in agg if k not in theory.CLAIMS and not _is_hypothesis(k, agg[k])]
+    order += [k for k in agg if k not in order]
+    claims = {}
+    for k in order:
+        reg = theory.CLAIMS.get(k)
+        a = agg.get(k) or {}
+        kind = reg.kind if reg is not None else a.get("kind", "")
+        status = a.get("status", V.NOT_EXERCISED)
+        if not a.get("runs") and status in (V.OUT_OF_SCOPE, V.NOT_EXERCISED):
+            status = V.NOT_EXERCISED  # an aggregate with nothing in scope
+        claims[k] = {
+            "claim": k, "kind": kind, "title": reg.title if reg is not None else a.get("title", ""),
+            "cells_in_scope": int(a.get("runs", 0)), "rows_in_scope": int(a.get("rows", 0)),
+            "out_of_scope": int(a.get("out_of_scope", 0)), "reasons": dict(a.get("reasons", {})),
+            "violations": int(a.get("violations", 0)), "violated_cells": list(a.get("violated_in", [])),
+            "worst_ratio": a.get("worst_ratio"), "min_p_value": a.get("min_p_value"),
+            "trials": int(a.get("trials", 0)), "exceedances": int(a.get("exceedances", 0)),
+            "insufficient": int(a.get("insufficient", 0)), "detectable": a.get("detectable"),
+            "status": status,
+        }
     camp = next((c for c in store.campaigns() if c["id"] == cid), None)
     return {
         "campaign": cid,
@@ -105,36 +107,58 @@ def summarize(store: Store, campaign: Campaign | str) -> dict:
         "cells_expected": len(camp["config"]["cells"]) if camp else None,
         "errors": errors,
         "claims": claims,
-        "violated": sorted(k for k, s in claims.items() if s["status"] == "violated"),
-        "not_exercised": sorted(k for k, s in claims.items() if s["status"] == "not exercised"),
+        "violated": sorted(k for k, s in claims.items() if s["status"] == V.VIOLATED),
+        "not_exercised": sorted(k for k, s in claims.items()
+                                if s["status"] == V.NOT_EXERCISED and not _is_hypothesis(k, s)),
+        "insufficient": sorted(k for k, s in claims.items() if s["status"] == V.INSUFFICIENT),
         "seconds": sum(float(c["seconds"] or 0) for c in cells),
     }
 
 
-def _worse(kind, a, b) -> bool:
-    if kind == "identity":
-        return abs(a - 1) > abs(b - 1)
-    return a > b
+def _with_power(v: dict) -> dict:
+    """A stored verdict with its ``power`` (kept in the store's ``detail``) where aggregate reads it."""
+    if v.get("power") is None and isinstance(v.get("detail"), dict) and v["detail"].get("power") is not None:
+        return {**v, "power": v["detail"]["power"]}
+    return v
+
+
+def _is_hypothesis(cid: str, s: dict | None = None) -> bool:
+    """A checked hypothesis of a run (id ``hyp.*``, kind ``hypothesis``), not a claim."""
+    return cid.startswith("hyp.") or (s or {}).get("kind") == "hypothesis"
 
 
 def format_summary(summary: dict) -> str:
-    """The table printed at the end of a campaign."""
+    """The table printed at the end of a campaign: the claims, then the checked hypotheses."""
     lines = [f"campaign {summary['campaign']}: {summary['cells']}/{summary['cells_expected']} cells"
              f" ({summary['seconds']:.1f} s of cell time)"]
-    hdr = f"{'claim':24s} {'kind':19s} {'status':14s} {'cells':>5s} {'rows':>7s} {'out':>6s} {'worst ratio':>12s} {'min p':>9s}"
-    lines += [hdr, "-" * len(hdr)]
-    for k, s in summary["claims"].items():
-        wr = "" if s["worst_ratio"] is None else f"{s['worst_ratio']:.4g}"
-        mp = "" if s["min_p_value"] is None else f"{s['min_p_value']:.2g}"
-        lines.append(f"{k:24s} {s['kind'][:19]:19s} {s['status']:14s} {s['cells_in_scope']:5d} {s['rows_in_scope']:7d} "
-                     f"{s['out_of_scope']:6d} {wr:>12s} {mp:>9s}")
+
+    def header(first):
+        return (f"{first:24s} {'kind':19s} {'status':21s} {'cells':>5s} {'rows':>7s} {'out':>6s} {'worst ratio':>12s}"
+                f" {'min p':>9s}")
+
+    items = list(summary["claims"].items())
+    claims = [(k, s) for k, s in items if not _is_hypothesis(k, s)]
+    hyps = [(k, s) for k, s in items if _is_hypothesis(k, s)]
+    for title, group in (("claim", claims), ("hypothesis", hyps)):
+        if not group:
+            continue
+        h = header(title)
+        lines += [h, "-" * len(h)]
+        for k, s in group:
+            wr = "" if s.get("worst_ratio") is None else f"{s['worst_ratio']:.4g}"
+            mp = "" if s.get("min_p_value") is None else f"{s['min_p_value']:.2g}"
+            lines.append(f"{k:24s} {str(s.get('kind', ''))[:19]:19s} {s['status']:21s} {s['cells_in_scope']:5d} "
+                         f"{s['rows_in_scope']:7d} {s['out_of_scope']:6d} {wr:>12s} {mp:>9s}")
     if summary["errors"]:
         lines.append(f"{len(summary['errors'])} cells failed:")
         lines += [f"  {e['key']}: {e['error']}" for e in summary["errors"][:10]]
     if summary["violated"]:
         lines.append("VIOLATED: " + ", ".join(summary["violated"]))
     else:
-        lines.append("no claim violated")
+        lines.append("no claim violated" + (", no hypothesis violated" if hyps else ""))
+    if summary.get("insufficient"):
+        lines.append("insufficient evidence (a statistical check lacked the declared power): "
+                     + ", ".join(summary["insufficient"]))
     if summary["not_exercised"]:
         lines.append("not exercised (never in scope): " + ", ".join(summary["not_exercised"]))
     return "\n".join(lines)

@@ -5,7 +5,9 @@ samples). Files: ``.npy``, ``.npz`` (one array, or ``file.npz:key``) or ``.safet
 (``file.safetensors:key``; one tensor needs no key). The layer is quantized with OPTQ (and, with
 ``--x-tilde``, Qronos in both variants and OPTQ on ``X̃``); every claim is checked on each run.
 Stochastic rounding repeats the layer ``--trials`` times (the rows are the trials). Text report,
-optional JSON; exit code 1 when a claim is violated, 2 on bad input.
+optional JSON. Exit codes (:func:`theory.verdicts.exit_code`): 0 every checked claim holds; 1 a claim
+is violated; 2 bad input; 3 no claim was in scope on this layer, or a statistical check lacked the
+power it needs (insufficient evidence).
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def load_array(spec: str, name: str) -> np.ndarray:
 def run(args) -> int:
     import algorithms as A
     import theory
+    from theory.verdicts import CONSISTENT, EXIT, INSUFFICIENT, NOT_EXERCISED, OUT_OF_SCOPE, combine, exit_code
 
     try:
         dt = np.dtype(args.dtype)
@@ -111,7 +114,7 @@ def run(args) -> int:
                                static_groups=args.static_groups)
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
-        return 2
+        return EXIT["bad input"]
     damp = {"lam": args.lam} if args.lam is not None else {"percdamp": 0.01 if args.percdamp is None else args.percdamp}
     Wr = np.tile(W, (args.trials, 1)) if args.rounding == "stochastic" and args.trials > 1 else W
     rng = np.random.default_rng(args.seed)
@@ -128,30 +131,51 @@ def run(args) -> int:
                 runs.append((f"qronos-{v}", r, theory.Run.from_result(r, X, X_tilde=Xt, W=Wr)))
     except ValueError as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
-        return 2
+        return EXIT["bad input"]
     report = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, "shape": {"n": W.shape[0], "N": W.shape[1],
               "m": X.shape[0]}, "grid": grid.to_dict(), "order": args.order, "rounding": args.rounding,
               "trials": args.trials, "runs": []}
-    violated = False
+    statuses = []
     for label, res, run in runs:
         verdicts = theory.check_all(run, alpha=args.alpha, eta=args.eta)
         rows = []
         for cid, v in verdicts.items():
             d = v.to_dict()
             rows.append(d)
-            violated |= v.violated
+            statuses.append(d["status"])
         D = np.asarray(run.W, dtype=np.float64) - np.asarray(res.Q, dtype=np.float64)
         err = float(np.linalg.norm(X.astype(np.float64) @ D.T)) if label == "optq" else None
         report["runs"].append({"run": label, "lam": float(res.lam), "saturated_rows": int(np.sum(res.saturated)),
                                "error_fro": err, "verdicts": rows})
         print(f"\n== {label}: λ = {res.lam:.4g}, {int(np.sum(res.saturated))}/{len(res.saturated)} rows saturated")
-        print(f"{'claim':24s} {'status':14s} {'in':>6s} {'out':>6s} {'worst ratio':>12s}  reason / p-value")
+        print(f"{'claim':24s} {'status':21s} {'in':>6s} {'out':>6s} {'worst ratio':>12s}  reason / p-value")
         for d in rows:
             wr = "" if d.get("worst_ratio") is None else f"{d['worst_ratio']:.4g}"
             extra = (f"p = {d['p_value']:.3g}" if d.get("p_value") is not None else
                      "; ".join(f"{k} ({n})" for k, n in list(d["reasons"].items())[:1]))
-            print(f"{d['claim']:24s} {d['status']:14s} {d['in_scope']:6d} {d['out_of_scope']:6d} {wr:>12s}  {extra}")
-    print("\nVIOLATED: a claim failed on this layer" if violated else "\nno claim violated")
+            print(f"{d['claim']:24s} {d['status']:21s} {d['in_scope']:6d} {d['out_of_scope']:6d} {wr:>12s}  {extra}")
+    code = exit_code(statuses)
+    report["status"] = NOT_EXERCISED if CONSISTENT not in statuses and combine(statuses) == OUT_OF_SCOPE \
+        else combine(statuses)
+    report["exit_code"] = code
+    if code == EXIT["violated"]:
+        print("\nVIOLATED: a claim failed on this layer")
+    elif INSUFFICIENT in statuses:
+        print("\nno claim violated, but insufficient evidence: a statistical check lacked the power it needs "
+              "(raise --trials)")
+    elif CONSISTENT not in statuses:
+        print("\nno claim violated, but none was checked: no claim was in scope on this layer (see the reasons)")
+    else:
+        print("\nno claim violated")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
-    return 1 if violated else 0
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
+        except OSError as exc:
+            print(f"ptq-bounds check-layer: --json: cannot write {args.json} ({exc.strerror or exc}); "
+                  "give a path in an existing, writable directory", file=sys.stderr)
+            return EXIT["bad input"]
+    if code == EXIT["not exercised"]:
+        print("ptq-bounds check-layer: not exercised: "
+              + ("insufficient evidence (raise --trials)" if INSUFFICIENT in statuses else "no claim in scope"),
+              file=sys.stderr)
+    return code

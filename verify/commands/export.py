@@ -1,7 +1,12 @@
-"""``ptq-bounds export``: a campaign's verdicts from the store as CSV or JSON."""
+"""``ptq-bounds export``: a campaign's verdicts from the store as CSV or JSON.
+
+Exit codes: 0 written; 2 bad input (no store, not a result store, no such campaign, an output
+that is not ``.csv``/``.json`` or cannot be written); 4 internal error.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 from ..store import Store
@@ -13,23 +18,34 @@ def add_arguments(p):
     p.add_argument("--campaign", default=None, help="campaign id or name (default: the latest)")
 
 
+def _bad(msg: str) -> int:
+    print(f"ptq-bounds export: {msg}", file=sys.stderr)
+    return 2
+
+
 def run(args) -> int:
     from pathlib import Path
 
-    if not Path(args.store).exists():
-        print(f"ptq-bounds export: no store at {args.store}; run `ptq-bounds verify` first", file=sys.stderr)
-        return 2
-    store = Store(args.store)
-    camps = store.campaigns()
+    fmt = Path(args.output).suffix.lstrip(".").lower()
+    if fmt not in ("csv", "json"):
+        return _bad(f"output: {args.output} must end in .csv or .json")
+    if not Path(args.store).is_file():
+        return _bad(f"--store: no store at {args.store}; run `ptq-bounds verify` first")
+    try:
+        store = Store(args.store)
+        camps = store.campaigns()
+    except sqlite3.DatabaseError as exc:
+        return _bad(f"--store: {args.store} is not a result store ({exc}); pass the store.sqlite `ptq-bounds "
+                    "verify` wrote")
     sel = [c for c in camps if args.campaign in (None, c["id"], c["name"])]
     if not sel:
-        print(f"ptq-bounds export: no campaign {args.campaign!r} in {args.store} (have: "
-              f"{', '.join(c['id'] for c in camps) or 'none'})", file=sys.stderr)
-        return 2
+        return _bad(f"--campaign: no campaign {args.campaign!r} in {args.store} (have: "
+                    f"{', '.join(c['id'] for c in camps) or 'none'})")
     try:
         path = store.export(sel[-1]["id"], args.output)
     except ValueError as exc:
-        print(f"ptq-bounds export: {exc}", file=sys.stderr)
-        return 2
+        return _bad(str(exc))
+    except OSError as exc:
+        return _bad(f"output: cannot write {args.output} ({exc.strerror or exc}); give a path in a writable directory")
     print(f"wrote {path}")
     return 0

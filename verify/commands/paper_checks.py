@@ -1,18 +1,25 @@
 """``ptq-bounds paper-checks``: regenerate ``paper_checks.md`` from the claim registry and the
 stored verification results (campaign summaries, by default the committed ``results/*-summary.json``).
 
-``--check`` compares instead of writing (exit code 1 when the file is stale).
+The summaries' per-claim (and per-hypothesis) evidence is merged with
+:func:`theory.verdicts.merge_summaries`; statuses use that module's vocabulary. Exit codes: 0 written
+(or, with ``--check``, up to date); 1 with ``--check`` when the file is stale (the check failed; CI
+relies on it); 2 bad input (a summary that is missing, unreadable or not a campaign summary, or
+evidence for claims this version does not know); 3 no summary found (nothing to render evidence from).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 DEFAULT_SUMMARIES = ("results/default-summary.json", "results/real-llm-summary.json")
-STATUS = {"verified": "consistent", "violated": "violated", "not exercised": "not yet exercised"}
+EXIT_STALE = 1  # --check: the file differs from the rendering
+
+
+class SummaryError(ValueError):
+    """A summary file that cannot be used (bad input, exit code 2)."""
 
 
 def add_arguments(p):
@@ -23,38 +30,53 @@ def add_arguments(p):
     p.add_argument("--check", action="store_true", help="do not write; exit 1 if OUT differs from the rendering")
 
 
+def _as_aggregate(summary: dict) -> dict:
+    """A campaign summary's per-id entries in the form of :func:`theory.verdicts.aggregate` (the
+    summary stores ``runs``/``rows``/``violated_in`` as ``cells_in_scope``/``rows_in_scope``/
+    ``violated_cells``); sources and violations are attributed to the campaign."""
+    src = summary.get("campaign") or summary.get("name") or "campaign"
+    out = {}
+    for cid, c in summary["claims"].items():
+        runs = int(c.get("cells_in_scope", c.get("runs")) or 0)
+        violations = int(c.get("violations") or 0)
+        out[cid] = {**c, "runs": runs, "rows": int(c.get("rows_in_scope", c.get("rows")) or 0),
+                    "violated_in": [src] if violations else [], "sources": [src] if runs else []}
+    return out
+
+
 def evidence_from_summaries(summaries: list[dict]) -> dict:
-    """Merge campaign summaries into ``theory.report`` evidence (claim id → dict)."""
-    ev: dict[str, dict] = {}
-    for s in summaries:
-        src = s.get("campaign") or s.get("name") or "campaign"
-        for cid, c in s["claims"].items():
-            e = ev.setdefault(cid, {"runs": 0, "trials": 0, "violations": 0, "out_of_scope": 0, "worst_ratio": None,
-                                    "min_p_value": None, "sources": []})
-            e["runs"] += int(c.get("cells_in_scope") or 0)
-            e["trials"] += int(c.get("rows_in_scope") or 0)
-            e["violations"] += int(c.get("violations") or 0)
-            e["out_of_scope"] += int(c.get("out_of_scope") or 0)
-            wr = c.get("worst_ratio")
-            if wr is not None and not (isinstance(wr, float) and math.isnan(wr)):
-                ident = c.get("kind") == "identity"
-                if e["worst_ratio"] is None or (abs(wr - 1) > abs(e["worst_ratio"] - 1) if ident else wr > e["worst_ratio"]):
-                    e["worst_ratio"] = wr
-            p = c.get("min_p_value")
-            if p is not None:
-                e["min_p_value"] = p if e["min_p_value"] is None else min(e["min_p_value"], p)
-            if c.get("cells_in_scope"):
-                e["sources"].append(src)
-    for e in ev.values():
-        e["status"] = "violated" if e["violations"] else ("consistent" if e["runs"] else "not yet exercised")
-        e["sources"] = sorted(set(e["sources"]))
-    return ev
+    """Merge campaign summaries (:func:`theory.verdicts.merge_summaries`) into ``theory.report``
+    evidence (claim or hypothesis id → dict)."""
+    from theory.report import evidence_from_aggregate
+    from theory.verdicts import merge_summaries
+
+    return evidence_from_aggregate(merge_summaries(_as_aggregate(s) for s in summaries))
+
+
+def load_summaries(paths) -> list[dict]:
+    """The summaries in ``paths``; :class:`SummaryError` (one line) for a file that is unreadable,
+    not JSON, or not a campaign summary written by ``ptq-bounds verify``."""
+    out = []
+    for p in paths:
+        try:
+            s = json.loads(Path(p).read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SummaryError(f"--summary: cannot read {p} ({getattr(exc, 'strerror', None) or exc})") from None
+        except json.JSONDecodeError as exc:
+            raise SummaryError(f"--summary: {p} is not JSON ({exc.msg} at line {exc.lineno}); "
+                               "pass a summary written by `ptq-bounds verify`") from None
+        if not isinstance(s, dict) or not isinstance(s.get("claims"), dict) or not all(
+                isinstance(c, dict) for c in s["claims"].values()):
+            raise SummaryError(f"--summary: {p} is not a campaign summary (no per-claim \"claims\" object); "
+                               "pass a summary written by `ptq-bounds verify`")
+        out.append(s)
+    return out
 
 
 def render(paths) -> str:
     from theory.report import render_paper_checks
 
-    summaries = [json.loads(Path(p).read_text()) for p in paths]
+    summaries = load_summaries(paths)
     text = render_paper_checks(evidence_from_summaries(summaries))
     from ..recheck import format_float64_precision_recheck, format_float64_recheck
 
@@ -83,16 +105,31 @@ def run(args) -> int:
     paths = args.summary or [p for p in DEFAULT_SUMMARIES if Path(p).exists()]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        print(f"ptq-bounds paper-checks: no such summary {missing}; run `ptq-bounds verify` first", file=sys.stderr)
+        print(f"ptq-bounds paper-checks: --summary: no such file {', '.join(map(str, missing))}; "
+              "run `ptq-bounds verify` first", file=sys.stderr)
         return 2
-    text = render(paths)
+    if not paths:
+        print(f"ptq-bounds paper-checks: not exercised: no campaign summary found (looked for "
+              f"{', '.join(DEFAULT_SUMMARIES)}); run `ptq-bounds verify` or pass --summary FILE", file=sys.stderr)
+        return 3
+    try:
+        text = render(paths)
+    except ValueError as exc:  # SummaryError, or evidence for claim ids this version does not know
+        msg = str(exc) if isinstance(exc, SummaryError) else f"--summary: {exc}; re-run `ptq-bounds verify`"
+        print(f"ptq-bounds paper-checks: {msg}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     if args.check:
         if not out.exists() or out.read_text() != text:
             print(f"{out} is stale: regenerate it with `ptq-bounds paper-checks`", file=sys.stderr)
-            return 1
+            return EXIT_STALE
         print(f"{out} is up to date")
         return 0
-    out.write_text(text)
-    print(f"wrote {out} from {', '.join(paths) or 'no stored results'}")
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        print(f"ptq-bounds paper-checks: --out: cannot write {out} ({exc.strerror or exc}); "
+              "give a path in an existing, writable directory", file=sys.stderr)
+        return 2
+    print(f"wrote {out} from {', '.join(map(str, paths))}")
     return 0

@@ -4,8 +4,10 @@ Finished cells go to the result store as they complete (SQLite, default
 ``ptq-results/store.sqlite``); interrupting and re-running continues where it stopped. At the end a
 summary table is printed and written as JSON. Float32 cells whose deterministic bounds show a ratio
 above 1 within the float32 tolerance are re-run in float64 (the worst ``--recheck`` of them), and the
-result goes into the summary. The exit code is 1 when a claim is violated (also in that float64
-re-check), 2 when a cell failed to run, 3 when the default campaign left a claim unexercised.
+result goes into the summary. Exit codes (:func:`theory.verdicts.exit_code`): 1 when a claim or
+hypothesis is violated (also in the float64 re-checks); else 4 when a cell (or a re-run) failed to
+run; else 3 when nothing was checked, a verdict had insufficient evidence, or the complete default
+campaign left a claim unexercised; else 0. Bad arguments exit 2 before anything is created.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from ..runner import format_summary, run_campaign, write_json
 from ..store import Store
 
 DEFAULT_OUT = "ptq-results"
+#: every value of --campaign: the built-in synthetic campaigns and the real-LLM one
+CAMPAIGN_CHOICES = (*CAMPAIGNS, "real-llm")
 
 
 def add_arguments(p):
     p.add_argument("--campaign", default="default",
-                   help=f"which campaign: {', '.join(CAMPAIGNS)} or real-llm (default: default)")
+                   help=f"which campaign: {', '.join(CAMPAIGN_CHOICES)} (default: default)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
     p.add_argument("--store", default=None, help="result store file (default OUT/store.sqlite)")
@@ -61,9 +65,23 @@ def _nonneg_int(s: str) -> int:
     return k
 
 
+EXIT_BAD_INPUT = 2  # theory.verdicts.EXIT["bad input"], without importing theory for a bad command line
+
+
+def _bad(msg: str) -> int:
+    print(f"ptq-bounds verify: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def run(args) -> int:
+    # arguments first: nothing (store, output directory) is created for a bad command line
+    if args.campaign not in CAMPAIGN_CHOICES:
+        return _bad(f"--campaign: unknown campaign {args.campaign!r}; choose one of {', '.join(CAMPAIGN_CHOICES)}")
+    if args.workers is not None and args.workers < 1:
+        return _bad(f"--workers: must be ≥ 1, got {args.workers}; omit it to use every core")
+    if args.limit is not None and args.limit < 0:
+        return _bad(f"--limit: must be ≥ 0, got {args.limit}")
     out = Path(args.out)
-    store = Store(args.store or out / "store.sqlite")
     if args.campaign == "real-llm":
         from ..llm.campaign import build_campaign
 
@@ -71,17 +89,13 @@ def run(args) -> int:
             campaign = build_campaign(model=args.model, layers=args.layers, tokens=args.tokens, full=args.full,
                                       seed=args.seed, progress=not args.no_progress)
         except (FileNotFoundError, ImportError, ValueError) as exc:  # model package, text, layers, tokens
-            print(f"ptq-bounds verify: real-llm: {exc}", file=sys.stderr)
-            return 2
+            return _bad(f"real-llm: {exc}")
     else:
         try:
             campaign = get_campaign(args.campaign, args.seed)
         except ValueError as exc:
-            print(f"ptq-bounds verify: {exc}", file=sys.stderr)
-            return 2
-    if args.workers is not None and args.workers < 1:
-        print("ptq-bounds verify: --workers must be ≥ 1", file=sys.stderr)
-        return 2
+            return _bad(f"--campaign: {exc}")
+    store = Store(args.store or out / "store.sqlite")
     summary = run_campaign(campaign, store, executor_kind=args.executor, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit)
     print(format_summary(summary))
@@ -98,21 +112,46 @@ def run(args) -> int:
     print(f"store: {store.path}   summary: {path}")
     if args.campaign == "real-llm":
         _real_llm_report(store, campaign, out, summary.get("float64_recheck"), summary.get("float64_precision_recheck"))
-    if summary["violated"]:
-        return 1
-    bad64 = sorted({k for key in ("float64_recheck", "float64_precision_recheck")
-                    for r in summary.get(key, {}).get("rechecked", [])
-                    for k, d in r.get("claims", {}).items() if d["float64_status"] == "violated"})
+    return _exit_code(summary, campaign)
+
+
+def _exit_code(summary: dict, campaign) -> int:
+    """The exit code of a finished ``verify`` run (see the module docstring), with one line on stderr
+    for every code but 0."""
+    from theory.verdicts import CONSISTENT, EXIT, INSUFFICIENT, VIOLATED, exit_code
+
+    rechecks = [r for key in ("float64_recheck", "float64_precision_recheck")
+                for r in (summary.get(key) or {}).get("rechecked", [])]
+    bad64 = sorted({k for r in rechecks for k, d in r.get("claims", {}).items() if d.get("float64_status") == VIOLATED})
+    failed64 = [r for r in rechecks if "error" in r]
+    statuses = [s["status"] for s in summary["claims"].values()]
+    statuses += [VIOLATED] * bool(bad64) + [INSUFFICIENT] * bool(summary.get("insufficient"))
+    complete = summary["cells"] == summary["cells_expected"]
+    unexercised = sorted(summary["not_exercised"]) if complete and campaign.name in FULL_COVERAGE else []
+    errors = len(summary["errors"]) + len(failed64)
+    code = exit_code(statuses, errors=errors, required_checked=not unexercised)
     if bad64:
         print("violated in the float64 re-check: " + ", ".join(bad64), file=sys.stderr)
-        return 1
-    if summary["errors"]:
-        return 2
-    complete = summary["cells"] == summary["cells_expected"]
-    if complete and campaign.name in FULL_COVERAGE and summary["not_exercised"]:
-        print("claims never in scope: " + ", ".join(summary["not_exercised"]), file=sys.stderr)
-        return 3
-    return 0
+    if code == EXIT["violated"]:
+        print("ptq-bounds verify: violated: " + ", ".join(sorted(set(summary["violated"]) | set(bad64))),
+              file=sys.stderr)
+    elif code == EXIT["internal error"]:
+        print(f"ptq-bounds verify: internal error: {len(summary['errors'])} cells and {len(failed64)} float64 "
+              "re-runs failed to run (see the table above); re-running continues with the cells that failed",
+              file=sys.stderr)
+    elif code == EXIT["not exercised"]:
+        why = []
+        if not summary["cells"]:
+            why.append("no cell ran (nothing checked)")
+        elif CONSISTENT not in statuses:
+            why.append("no claim was in scope on any cell")
+        if summary.get("insufficient"):
+            why.append("insufficient evidence (a statistical check lacked the declared power): "
+                       + ", ".join(summary["insufficient"]))
+        if unexercised:
+            why.append("claims never in scope: " + ", ".join(unexercised))
+        print("ptq-bounds verify: not exercised: " + "; ".join(why), file=sys.stderr)
+    return code
 
 
 def _real_llm_report(store, campaign, out: Path, recheck: dict | None, precision: dict | None = None) -> None:
