@@ -1,53 +1,132 @@
 """``ptq-bounds audit MODULE:FUNCTION``: audit your own quantizer against every claim.
 
-The function is called as ``f(W, X, *, grid, lam, rng)`` (Qronos-like: also ``X_tilde=``) and must
-return ``Q`` (``n × N``). It is run over the campaign's data families; the report says, per claim
-and per hypothesis, whether it is satisfied, violated or not exercised, and saves a minimal
-counterexample (``.npz``) for the first deterministic failure. Exit code 1 when anything is violated.
+The function is called as ``f(W, X, *, grid, lam, rng)`` (Qronos-like: also ``X_tilde=``; with
+``--orders``: also ``order=``) and must return ``Q`` (``n × N``); the full contract is in
+:mod:`verify.audit` and in ``--help``. It is run over the campaign's data families; the report
+says, per claim and per hypothesis, whether it is consistent, violated or not checked (and why),
+lists the cases the quantizer declined or failed on, convention differences and the working
+precision, and saves a minimal counterexample (``.npz``) for the first deterministic failure.
+Exit codes as every command (:mod:`theory.verdicts`): 0 all consistent, 1 violated, 2 bad input
+(including a quantizer that cannot be called or fails on every case: one line naming the problem),
+3 nothing exercised or insufficient evidence, 4 the quantizer failed on some cases or an internal
+error.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
-from ..audit import FAMILIES, KINDS, audit, load_quantizer
+from ..audit import CONTRACT, FAMILIES, GRIDS, KINDS, ORDERS, PRECISIONS, audit, load_quantizer
+
+
+def _trials(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1 (trials per stochastic case), got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1 (trials per stochastic case; e.g. 1200), got {v}")
+    return v
+
+
+def _alpha(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {s!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (a false-alarm rate, e.g. 1e-4), got {v}")
+    return v
+
+
+def _choices(allowed, what):
+    def parse(s: str):
+        v = tuple(x.strip() for x in s.split(",") if x.strip())
+        bad = [x for x in v if x not in allowed]
+        if bad or not v:
+            raise argparse.ArgumentTypeError(f"unknown {what} {bad or s!r}; choose from {', '.join(allowed)}")
+        return v
+
+    return parse
 
 
 def add_arguments(p):
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    text = CONTRACT.replace("``", "")
+    p.epilog = "quantizer contract:\n" + "\n".join("  " + line if line else "" for line in text.splitlines())
     p.add_argument("quantizer", metavar="MODULE:FUNCTION",
                    help="your quantizer, e.g. mypkg.quant:my_gptq or path/to/file.py:my_gptq")
-    p.add_argument("--kind", default="optq", choices=KINDS,
-                   help="what the quantizer implements (which claims apply; default optq)")
-    p.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"))
-    p.add_argument("--order", default="natural", choices=("natural", "decreasing", "increasing"),
-                   help="the processing order the quantizer uses (default natural)")
-    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated data families")
-    p.add_argument("--trials", type=int, default=600, help="trials per case for stochastic rounding (default 600)")
+    p.add_argument("--kind", default=None, choices=KINDS,
+                   help="what the quantizer implements (which claims apply; default: its declaration, else optq)")
+    p.add_argument("--rounding", default=None, choices=("nearest", "stochastic"),
+                   help="default: its declaration, else nearest")
+    od = p.add_mutually_exclusive_group()
+    od.add_argument("--order", default=None, choices=ORDERS,
+                    help="the one processing order the quantizer uses (it is not told; default natural)")
+    od.add_argument("--orders", default=None, type=_choices(ORDERS, "orders"),
+                    help="comma-separated orders the quantizer supports; it is called with order=... on each "
+                         "(e.g. natural,decreasing for act_order)")
+    p.add_argument("--grids", default=None, type=_choices(tuple(GRIDS), "grids"),
+                   help=f"comma-separated grids the quantizer supports (default: its declaration, else all: "
+                        f"{','.join(GRIDS)})")
+    p.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
+                   help="the quantizer's working precision (default auto: inferred from the dtype of the Q it returns)")
+    p.add_argument("--families", default=",".join(FAMILIES), type=_choices(FAMILIES, "families"),
+                   help="comma-separated data families")
+    p.add_argument("--trials", type=_trials, default=1200,
+                   help="trials per case for stochastic rounding (≥ 1; default 1200: enough for the power the checker requires)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=float, default=1e-4, help="family-wise false-alarm rate (default 1e-4)")
+    p.add_argument("--alpha", type=_alpha, default=1e-4, help="family-wise false-alarm rate (default 1e-4)")
     p.add_argument("--stop-at-first", action="store_true", help="stop at the first failing case")
     p.add_argument("--no-shrink", action="store_true", help="do not search a minimal counterexample")
     p.add_argument("--out", default="ptq-audit", help="where counterexamples go (default ptq-audit/)")
     p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--debug", action="store_true", help="print tracebacks of failed cases and internal errors")
+
+
+def _write_json(args, rep):
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
 
 
 def run(args) -> int:
     try:
         fn = load_quantizer(args.quantizer)
-    except (ValueError, ImportError, AttributeError, FileNotFoundError, TypeError) as exc:
-        print(f"ptq-bounds audit: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - any failure to load the user's module is bad input
+        msg = str(exc) if isinstance(exc, (ValueError, ImportError, AttributeError, FileNotFoundError, TypeError)) \
+            else f"cannot load {args.quantizer}: {type(exc).__name__}: {exc}"
+        print(f"ptq-bounds audit: {' '.join(msg.split())}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         return 2
-    fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
-    bad = [f for f in fams if f not in FAMILIES]
-    if bad:
-        print(f"ptq-bounds audit: unknown families {bad}; choose from {', '.join(FAMILIES)}", file=sys.stderr)
+    try:
+        rep = audit(fn, name=args.quantizer, kind=args.kind, rounding=args.rounding, order=args.order,
+                    orders=args.orders, grids=args.grids, precision=args.precision, families=args.families,
+                    trials=args.trials, seed=args.seed, alpha=args.alpha, stop_at_first=args.stop_at_first,
+                    shrink=not args.no_shrink, out_dir=args.out, progress=True)
+    except ValueError as exc:  # a bad argument or declaration
+        print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    rep = audit(fn, name=args.quantizer, kind=args.kind, rounding=args.rounding, order=args.order, families=fams,
-                trials=args.trials, seed=args.seed, alpha=args.alpha, stop_at_first=args.stop_at_first,
-                shrink=not args.no_shrink, out_dir=args.out, progress=True)
+    except Exception as exc:  # noqa: BLE001 - the audit's own failure
+        print(f"ptq-bounds audit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+              + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return 4
+    _write_json(args, rep)
+    if rep.problem:
+        print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
+        if args.debug:
+            for e in rep.errors[:3]:
+                print(e.get("traceback") or "", file=sys.stderr)
+        return rep.exit_code()
     print(rep.format())
-    if args.json:
-        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
-    return 1 if rep.flagged else 0
+    if args.debug:
+        for e in rep.errors:
+            if e.get("traceback"):
+                print(f"--- {e['case']}\n{e['traceback']}", file=sys.stderr)
+    return rep.exit_code()
