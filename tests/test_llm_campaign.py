@@ -203,7 +203,10 @@ def test_verify_command_real_llm(model, cache_dir, tmp_path, capsys):
         rc = main(["verify", "--campaign", "real-llm", "--layers", "blk.0.attn_q", "--tokens", str(TOKENS),
                    "--executor", "serial", "--no-progress", "--limit", "3", "--out", str(out)])
     text = capsys.readouterr().out
-    assert rc == 0, text
+    s = json.loads((out / "real-llm-custom-summary.json").read_text())
+    # the rows of a real layer are different neurons, so the expectation claim has only Hoeffding's
+    # test and too little power on them: "insufficient evidence" (exit 3), never a pass
+    assert rc in (0, 3) and set(s["insufficient"]) <= {"T2.expectation"}, (text, s["insufficient"])
     assert "Real-LLM layers by type" in text and "no claim violated" in text  # blk.0.attn_q: X̃ = X
     assert (out / "real-llm-custom-report.md").is_file() and (out / "real-llm-custom-summary.json").is_file()
     rc = main(["verify", "--campaign", "real-llm", "--layers", "blk.0.nope", "--out", str(out), "--no-progress"])
@@ -224,7 +227,7 @@ def test_quick_real_llm_campaign_end_to_end(model, tmp_path, monkeypatch):
     except FileNotFoundError as exc:  # pragma: no cover - no licence texts on this machine
         pytest.skip(str(exc))
     s = json.loads((out / "real-llm-summary.json").read_text())
-    assert rc == 0, (s["violated"], s["errors"])
+    assert rc in (0, 3) and set(s["insufficient"]) <= {"T2.expectation"}, (s["violated"], s["errors"], s["insufficient"])
     assert s["cells"] == s["cells_expected"] > 0 and s["errors"] == [] and s["violated"] == []
     rep = json.loads((out / "real-llm-report.json").read_text())
     assert set(rep["types"]) == {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}

@@ -395,8 +395,8 @@ HYPOTHESES = {
     "hyp.nearest": "nearest rounding: every q_t is a nearest level of the grid to the re-evaluated z*_t "
                    "(|e*_t| ≤ δ_t/2 where not clipped), up to the measured allowance ν_t",
     "hyp.record": "the run's own loop record is consistent: e_t = z_t − q_t, q_t is the rounding of the record's "
-                  "z_t, and z_t agrees with the float64 re-evaluation of Q within what the working precision "
-                  "explains",
+                  "z_t, z_t agrees with the float64 re-evaluation of Q within what the working precision "
+                  "explains, and every clipping recomputed from Q against the grid is recorded",
     "hyp.unbiased": "stochastic rounding is unbiased at every entry: given its row's past, z*_t rounds up with "
                     "probability equal to its fractional position (exact per-column Poisson-binomial tests and a "
                     "pooled martingale test over all entries)",
@@ -496,15 +496,18 @@ def check_hypotheses(ctx: Context, *, alpha: float = DEFAULT_ALPHA) -> dict:
                 own = (np.abs(ur - ke) - np.abs(ur - np.clip(np.round(ur), run.qmin, run.qmax))) > tol
             else:
                 own = ~run.clipped & (np.abs(ur - ke) >= 1 + tol)
-            badr = ((ctx.d_loop > nref) | (loc > ulp) | own) & rows[:, None]
+            # clipping the record does not mention (recomputed from Q against the grid)
+            unrec = ctx.clip_star & ~run.clipped
+            badr = ((ctx.d_loop > nref) | (loc > ulp) | own | unrec) & rows[:, None]
             rb = np.any(badr, axis=1)
             out["hyp.record"] = _hyp_verdict(
                 "hyp.record", VIOLATED if rb.any() else (CONSISTENT if rows.any() else OUT_OF_SCOPE), n,
                 in_scope=int(rows.sum()), reasons=why_prec, violations=int(rb.sum()),
                 worst=float(np.max(np.where(rows[:, None], r, 0))) if r.size else 0.0,
                 message=(f"{int(badr.sum())} entries where the record's z_t differs from the re-evaluation of Q by "
-                         "more than the working precision explains, e_t ≠ z_t − q_t, or q_t is not the rounding "
-                         "of the record's own z_t") if rb.any() else "")
+                         "more than the working precision explains, e_t ≠ z_t − q_t, q_t is not the rounding "
+                         f"of the record's own z_t, or clipping is not recorded ({int((unrec & rows[:, None]).sum())})")
+                if rb.any() else "")
         if run.rounding == "stochastic":
             out["hyp.unbiased"] = _unbiased(ctx, u, ke, slack, rows, why_prec, alpha)
         else:

@@ -332,7 +332,33 @@ class Context:
         ``z_t`` fell outside the grid's range (SPEC's "no saturation")."""
         if not self.run.finite:
             return np.ones(self.n, dtype=bool)
-        return ~(self.run.saturated | np.any(self.run.clipped, axis=1))
+        return ~(self.run.saturated | np.any(self.run.clipped, axis=1) | np.any(self.clip_star, axis=1))
+
+    @cached_property
+    def u_star(self):
+        """``z*`` in grid units (``z*/δ + zero``, processing order)."""
+        S = self.delta
+        return self.z_star / np.where(S > 0, S, 1.0) + as64(self.run.zero)[:, self.perm]
+
+    @cached_property
+    def k_q(self):
+        """The integer level of each ``q`` (processing order)."""
+        S = self.delta
+        return np.round(self.Qp / np.where(S > 0, S, 1.0) + as64(self.run.zero)[:, self.perm])
+
+    @cached_property
+    def clip_star(self):
+        """Clipping recomputed from ``Q`` against the grid: ``q`` farther from ``z*`` than rounding
+        allows (half a step for nearest, a step for stochastic rounding) beyond the allowance."""
+        if not self.run.finite:
+            return np.zeros((self.n, self.N), dtype=bool)
+        S = self.delta
+        nu = np.where(np.isfinite(self.nu), self.nu, np.inf)
+        slack = 2 * nu / np.where(S > 0, S, 1.0) + 1e-9
+        reach = 0.5 if self.run.rounding == "nearest" else 1.0
+        edge = (self.k_q <= self.run.qmin) | (self.k_q >= self.run.qmax)
+        with np.errstate(invalid="ignore"):
+            return edge & (np.abs(self.u_star - self.k_q) > reach + slack)
 
     @cached_property
     def no_sat_z(self):

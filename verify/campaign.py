@@ -222,8 +222,17 @@ def run_cell(cell_key: str, study: str, cfg: dict, seed: int, *, alpha: float, e
     """Run one cell and evaluate every claim on it; returns the record the store keeps.
 
     Errors inside the cell (bad configuration, a factorisation failure) are recorded as an
-    ``error`` cell rather than raised, so one bad cell does not stop a campaign.
+    ``error`` cell rather than raised, so one bad cell does not stop a campaign. The cell runs with
+    one BLAS thread whatever executor calls it, so the same cell gives the same bytes in the main
+    process, in a worker process and on a Dask worker.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _run_cell(cell_key, study, cfg, seed, alpha=alpha, eta=eta, keep_rows=keep_rows)
+
+
+def _run_cell(cell_key, study, cfg, seed, *, alpha, eta, keep_rows):
     import theory
 
     t0 = time.time()
@@ -240,7 +249,7 @@ def run_cell(cell_key: str, study: str, cfg: dict, seed: int, *, alpha: float, e
         if "lams" in cfg:
             params["lams"] = cfg["lams"]
         claims = cfg.get("claims") or claims_for(int(cfg["N"]))
-        verdicts = theory.check_all(run, claims, alpha=alpha, **params)
+        verdicts = theory.check_all(run, claims, alpha=alpha, hypotheses=True, **params)
         t3 = time.time()
         meas = _measurements(res, run, Xc, Xtc, Wc, verdicts, keep_rows)
         rec.update(status="done", verdicts=[_verdict_dict(v) for v in verdicts.values()], measurements=meas,
@@ -270,7 +279,8 @@ def _verdict_dict(v) -> dict:
     return {"claim": d["claim"], "kind": d["kind"], "status": d["status"], "in_scope": d["in_scope"],
             "out_of_scope": d["out_of_scope"], "reasons": d["reasons"], "violated": d["status"] == "violated",
             "worst_ratio": d.get("worst_ratio"), "p_value": d.get("p_value"), "trials": d.get("trials"),
-            "exceedances": d.get("exceedances"), "claimed_p": d.get("claimed_p"), "detail": detail}
+            "exceedances": d.get("exceedances"), "claimed_p": d.get("claimed_p"), "power": d.get("power"),
+            "detail": detail}
 
 
 def _measurements(res, run, X, Xt, W, verdicts, keep_rows) -> dict:

@@ -159,8 +159,8 @@ def quick_campaign(seed: int = 0) -> Campaign:
         if seen.get(k, 0) < 1:
             seen[k] = seen.get(k, 0) + 1
             cfg = dict(c.config)
-            if cfg.get("n", 1) > 300:
-                cfg["n"] = 300
+            if cfg.get("n", 1) > 2000:  # enough trials for the expectation test's declared power
+                cfg["n"] = 2000
             keep.append(Cell(c.study, cfg))
     return Campaign(name="quick", seed=seed, cells=tuple(keep), description="a smoke test of every cell kind")
 
@@ -172,7 +172,7 @@ def smoke_campaign(seed: int = 0) -> Campaign:
         Cell("smoke", dict(base, algorithm="optq", grid=GPTQ4)),
         Cell("smoke", dict(base, algorithm="optq", grid=DZ, family="ill_conditioned")),
         Cell("smoke", dict(base, algorithm="optq", grid=DZ, family="dead")),
-        Cell("smoke", dict(base, algorithm="optq", grid=DZ, rounding="stochastic", n=200, same_w=True)),
+        Cell("smoke", dict(base, algorithm="optq", grid=DZ, rounding="stochastic", n=2000, same_w=True)),
         Cell("smoke", dict(base, algorithm="qronos", variant="projection", grid=DZ,
                            mismatch={"kind": "noise", "level": 0.1})),
         Cell("smoke", dict(base, algorithm="qronos", variant="original", grid=DZ,

@@ -1,16 +1,15 @@
 """Re-run in float64 the cells whose deterministic bounds were exceeded within the float32 tolerance.
 
-The checker judges a float32 run with a dtype-aware tolerance (the loop's accuracy
-``τ = 4·eps32·(N + cond(H_λ))`` relative to the weights): a deterministic bound may then show a
-ratio ``lhs/rhs`` above 1 without being *violated*, typically where the bound itself is small
-(P1.drift at the first processed columns, Qronos started from a ``ŵ`` solved in float32).
+The checker judges a float32 run with the deviation its working precision is measured to explain
+on the run's own inputs (:mod:`theory.precision`): a deterministic bound may then show a ratio
+``lhs/rhs`` above 1 without being *violated*, by at most that allowance.
 :func:`float64_recheck` separates float noise from a real exceedance: it re-runs those cells on
 exactly the same data and configuration in float64 (tolerance ~1e-11) and reports, per claim, the
 float32 ratio next to the float64 one. A ratio that stays above 1 in float64 would be a finding.
 
 :func:`float64_precision_recheck` does the same for the float32 cells where the loop's precision put
-rows *out of scope* (``τ > 0.05``: ill-conditioned ``H_λ``), so that the claims, the exact identities
-first, are checked on those rows too.
+rows *out of scope* for precision (the measured float32 allowance exceeds ``NU_MAX`` of a step:
+ill-conditioned ``H_λ``), so that the claims, the exact identities first, are checked on those rows too.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+
+from theory.precision import NU_MAX
 
 __all__ = ["float64_recheck", "format_float64_recheck", "recheck_line", "ABOVE_RTOL", "float64_precision_recheck",
            "format_float64_precision_recheck", "precision_recheck_line", "PRECISION_REASON"]
@@ -93,9 +94,12 @@ def _rerun64(c: dict, claims: list, alpha: float, eta: float) -> tuple[dict, dic
     """Run stored cell ``c`` again in float64 (same data, seed and configuration) for ``claims``."""
     from .campaign import run_cell
 
+    import theory
+
     cfg = copy.deepcopy(c["config"])
     cfg["dtype"] = "float64"
-    cfg["claims"] = list(claims)
+    # the hypothesis verdicts (hyp.*) come with every cell; only claims are listed
+    cfg["claims"] = [k for k in claims if k in theory.CLAIMS] or list(theory.CLAIMS)
     return run_cell(c["key"], c["study"], cfg, c["seed"], alpha=alpha, eta=eta), cfg
 
 
@@ -117,7 +121,7 @@ def _bar(todo, desc, progress):
 
 
 #: the checker's reason when float32 cannot resolve a claim (see theory: the PRECISE hypothesis)
-PRECISION_REASON = "loop precision too coarse"
+PRECISION_REASON = "out of scope for precision"
 
 
 def _precision_limited(store, campaign_id: str) -> list[tuple[int, dict, dict]]:
@@ -141,9 +145,9 @@ def _precision_limited(store, campaign_id: str) -> list[tuple[int, dict, dict]]:
 def float64_precision_recheck(store, campaign, *, limit: int = 8, progress: bool = True, alpha: float = 1e-3,
                               eta: float = 0.05) -> dict:
     """Re-run in float64 (at most ``limit``) float32 cells where the loop's float32 precision put rows of
-    some claims out of scope (``τ = 4·eps32·(N + cond(H_λ)) > 0.05``), most such rows first.
+    some claims out of scope (measured allowance above ``NU_MAX`` of a step), most such rows first.
 
-    In float64 those rows come into scope (τ ~ 1e-9) unless another hypothesis fails there (saturation,
+    In float64 those rows come into scope (allowance ~1e-12 of a step) unless another hypothesis fails there (saturation,
     …). Returns ``{"cells_limited": k, "rechecked": [...]}``; per claim: the float32 rows out of scope
     for precision, the float64 rows in scope, status, worst ratio, and the float64 out-of-scope reasons.
     """
@@ -180,7 +184,7 @@ def format_float64_precision_recheck(rc: dict) -> str:
     done = [r for r in rc["rechecked"] if "error" not in r]
     errs = len(rc["rechecked"]) - len(done)
     L.append(f"{n} float32 cells had rows out of scope because the loop's float32 precision could not resolve "
-             f"the claim (τ > 0.05). {len(rc['rechecked'])} of them were re-run on the same data in float64"
+             f"the claim (measured allowance above {NU_MAX:g} of a step). {len(rc['rechecked'])} of them were re-run on the same data in float64"
              + (f" ({errs} failed)" if errs else "") + ", where those rows come into scope unless another hypothesis "
              "fails there.")
     L.append("")
