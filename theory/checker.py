@@ -398,8 +398,8 @@ HYPOTHESES = {
                   "z_t, z_t agrees with the float64 re-evaluation of Q within what the working precision "
                   "explains, and every clipping recomputed from Q against the grid is recorded",
     "hyp.unbiased": "stochastic rounding is unbiased at every entry: given its row's past, z*_t rounds up with "
-                    "probability equal to its fractional position (exact per-column Poisson-binomial tests and a "
-                    "pooled martingale test over all entries)",
+                    "probability equal to its fractional position (exact per-column Poisson-binomial tests, a pooled "
+                    "martingale test and a direction test over all entries)",
 }
 
 #: a statistical verdict that cannot detect this bias of the up-probability (with power 0.9) is

@@ -28,6 +28,7 @@ from typing import Iterable, Mapping
 import sympy as sp
 
 from . import verdicts as V
+from .checker import HYPOTHESES
 from .claims import CLAIMS, PROVENANCE
 from .constants import CONSTANTS
 
@@ -137,22 +138,27 @@ def render_paper_checks(evidence: Mapping[str, Mapping] | None = None) -> str:
     a("")
     a("## Summary")
     a("")
-    a("| claim | kind | status | runs | trials | violations | out of scope | worst ratio | min p-value |")
-    a("|---|---|---|---|---|---|---|---|---|")
+    a("| claim | kind | status | runs | trials | violations | out of scope | worst ratio | min p-value "
+      "| detectable (power 0.9) |")
+    a("|---|---|---|---|---|---|---|---|---|---|")
     for cid, cl in CLAIMS.items():
         ev = evidence.get(cid)
         e = ev or {}
         a(f"| [{cid}](#{_anchor(cid)}) | {cl.kind} | {_status(ev)} | {_num(e.get('runs'))} | {_num(e.get('trials'))} "
           f"| {_num(e.get('violations'))} | {_num(e.get('out_of_scope'))} | {_num(e.get('worst_ratio'))} "
-          f"| {_num(e.get('min_p_value'), '{:.3g}')} |")
+          f"| {_num(e.get('min_p_value'), '{:.3g}')} | {_num(e.get('detectable'), '{:.3g}')} |")
     a("")
-    a("Status: *consistent* = checked in scope with no violation beyond the dtype-aware one-sided tolerance "
+    a("Status: *consistent* = checked in scope with no violation beyond the run's measured floating-point deviation (one-sided) "
       "(deterministic claims) or no significant excess at the declared false-alarm rate (exact binomial or "
       "Hoeffding test; probabilistic claims); *violated* = the opposite; *insufficient evidence* = checked, but "
       "a statistical test could not reach its declared power (never a pass); *not exercised* = no stored "
       "campaign has put this claim in scope. Out-of-scope runs (hypotheses not met) are never counted as passes. "
       "The worst ratio (left side over right side) measures tightness; values near 1 are legitimate where the "
-      "bound is attained.")
+      "bound is attained. *Detectable*: for statistical claims, the weakest over the runs in scope of the "
+      "smallest effect each test detects with probability 0.9 at its false-alarm rate (probability claims: a "
+      "true exceedance probability; expectation claims: a relative excess of the mean; unbiasedness: a bias of "
+      "the up-probability). Deterministic claims are judged against the run's measured floating-point "
+      "deviation (see the README, \"What a verdict means\").")
     a("")
     hyps = sorted(k for k in evidence if is_hypothesis(k))
     if hyps:
@@ -161,13 +167,15 @@ def render_paper_checks(evidence: Mapping[str, Mapping] | None = None) -> str:
         a("Besides the claims, every run checks hypotheses the claims rest on (ids `hyp.*`); a violated "
           "hypothesis counts like a violated claim.")
         a("")
-        a("| hypothesis | status | runs | trials | violations | insufficient | out of scope | min p-value |")
-        a("|---|---|---|---|---|---|---|---|")
+        a("| hypothesis | what is checked | status | runs | trials | violations | insufficient | out of scope "
+          "| min p-value | detectable (power 0.9) |")
+        a("|---|---|---|---|---|---|---|---|---|---|")
         for hid in hyps:
             e = evidence[hid] or {}
-            a(f"| {_cell(hid)} | {_status(e)} | {_num(e.get('runs'))} | {_num(e.get('trials'))} "
-              f"| {_num(e.get('violations'))} | {_num(e.get('insufficient'))} | {_num(e.get('out_of_scope'))} "
-              f"| {_num(e.get('min_p_value'), '{:.3g}')} |")
+            a(f"| {_cell(hid)} | {_cell(HYPOTHESES.get(hid, ''))} | {_status(e)} | {_num(e.get('runs'))} "
+              f"| {_num(e.get('trials'))} | {_num(e.get('violations'))} | {_num(e.get('insufficient'))} "
+              f"| {_num(e.get('out_of_scope'))} | {_num(e.get('min_p_value'), '{:.3g}')} "
+              f"| {_num(e.get('detectable'), '{:.3g}')} |")
         a("")
     a("## Claims")
     for cid, cl in CLAIMS.items():

@@ -274,8 +274,8 @@ def claims_for(N: int) -> list:
 
 def _verdict_dict(v) -> dict:
     d = v.to_dict()
-    detail = {k: d[k] for k in ("tolerance", "message", "expected", "test", "mean", "range", "alpha", "violations")
-              if k in d}
+    detail = {k: d[k] for k in ("tolerance", "message", "expected", "test", "mean", "range", "alpha", "violations",
+                                "power") if k in d}
     return {"claim": d["claim"], "kind": d["kind"], "status": d["status"], "in_scope": d["in_scope"],
             "out_of_scope": d["out_of_scope"], "reasons": d["reasons"], "violated": d["status"] == "violated",
             "worst_ratio": d.get("worst_ratio"), "p_value": d.get("p_value"), "trials": d.get("trials"),
