@@ -25,7 +25,9 @@ def test_committed_default_campaign_covers_every_claim_without_violation():
     s = json.loads((ROOT / "results" / "default-summary.json").read_text())
     assert s["cells"] == s["cells_expected"] and not s["errors"]
     assert s["violated"] == [] and s["not_exercised"] == []
-    assert set(s["claims"]) == set(theory.CLAIMS)
+    assert set(s["claims"]) == set(theory.CLAIMS) | set(theory.HYPOTHESES)
+    assert all(s["claims"][h]["status"] == "consistent" for h in theory.HYPOTHESES)
+    assert s.get("insufficient", []) == []
 
 
 def test_page_is_honest_about_provenance_and_constants():
