@@ -193,14 +193,17 @@ def _loop_diag(D, dead):
     return d
 
 
-def _order(order, D, N, dead="keep"):
+def _order(order, D, N, dead="keep", d=None):
     """The processing order a quantizer declaring ``order`` uses (``"decreasing"``: by diag(DᵀD),
-    with GPTQ's value m/2 on dead features when ``dead="zero"``, ties by index)."""
+    with GPTQ's value m/2 on dead features when ``dead="zero"``, ties by index); an explicit
+    permutation is returned as it is (``d``: the diagonal, when already known)."""
+    if not isinstance(order, str):
+        return np.asarray(order, dtype=np.int64)
     if order == "natural":
         return np.arange(N)
     if order not in ("decreasing", "increasing"):
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    d = _loop_diag(D, dead)
+    d = _loop_diag(D, dead) if d is None else d
     return np.argsort(-d if order == "decreasing" else d, kind="stable")
 
 
@@ -498,6 +501,33 @@ def _as_output(out, shape):
     return A, name
 
 
+def _reported_order(out, N):
+    """The processing order a quantizer reports it used (``out.order``, or ``out.used["order"]``), or None."""
+    p = getattr(out, "order", None)
+    if p is None:
+        p = (getattr(out, "used", None) or {}).get("order")
+    if p is None:
+        return None
+    try:
+        p = np.asarray(_host(p)).astype(np.int64).ravel()
+    except Exception:  # noqa: BLE001 - not an order
+        return None
+    return p if p.shape == (N,) and np.array_equal(np.sort(p), np.arange(N)) else None
+
+
+def _tie_break(p, order, d) -> int:
+    """How many positions of the permutation ``p`` differ from the declared ``order`` (ties by lower
+    index) when ``p`` sorts ``d`` the same way and differs only among exactly equal values; 0 otherwise
+    (the same order, or not a tie-break of it)."""
+    ref = _order(order, None, len(p), d=d)
+    if np.array_equal(p, ref):
+        return 0
+    dp = d[p] if order == "decreasing" else -d[p]
+    if np.any(np.diff(dp) > 0):  # not sorted: a different order, judged as declared
+        return 0
+    return int(np.sum(p != ref)) if np.array_equal(d[p], d[ref]) else 0
+
+
 def _one_line(msg: str, limit: int = 300) -> str:
     s = " ".join(str(msg).split())
     return s if len(s) <= limit else s[:limit - 1] + "…"
@@ -518,6 +548,7 @@ class CaseOutcome:
     dead: dict | None = None  # {"convention", "dead", "nonzero"} when the loop data has dead features
     precision: str = ""
     dtype: str = ""
+    ties: int = 0  # positions where the reported act_order permutation breaks ties of diag H differently
 
 
 def _call_signature(kind, pass_order):
@@ -566,8 +597,16 @@ def evaluate_case(quantizer, kind, rounding, case: AuditCase, *, alpha: float, e
             nz = int(np.sum(np.any(Q[:, dead] != 0, axis=0)))
             dead_conv = "keep" if nz else "zero"
             oc.dead = {"convention": dead_conv, "dead": int(dead.size), "nonzero": nz}
+    order_used = case.order
+    reported = _reported_order(out, N=W.shape[1])
+    if reported is not None and case.order in ("decreasing", "increasing"):
+        Dl = Xt if (kind.startswith("qronos") or Xt is not None) else X
+        ties = _tie_break(reported, case.order, _loop_diag(Dl, "keep" if kind.startswith("qronos") else dead_conv))
+        if ties:  # the same order up to how ties of diag H were broken: judge under the one used
+            order_used = reported
+            oc.ties = ties
     try:
-        run = implied_run(kind, W, Q, X, grid=grid, lam=lam, order=case.order, rounding=rounding, X_tilde=Xt,
+        run = implied_run(kind, W, Q, X, grid=grid, lam=lam, order=order_used, rounding=rounding, X_tilde=Xt,
                           dead=dead_conv, precision=prec, dtype=qdtype if qdtype in PRECISIONS else None)
         verdicts = theory.check_all(run, alpha=alpha, eta=eta)
         hyps = [v for k, v in verdicts.items() if k.startswith("hyp.")]
@@ -864,6 +903,7 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
     first_det = None
     dead_cases = {"zero": [], "keep": []}
     dead_counts = {"dead": 0, "nonzero": 0}
+    tie_cases = []
     precs = Counter()
     for case in tqdm(cases, desc="audit", unit="case", disable=None if progress else True):
         oc = evaluate_case(quantizer, kind, rounding, case, alpha=a_case, eta=eta, precision=precision,
@@ -879,6 +919,8 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
             continue
         rep.cases += 1
         precs[oc.precision] += 1
+        if oc.ties:
+            tie_cases.append(f"{label} ({oc.ties} positions)")
         if oc.dead:
             dead_cases[oc.dead["convention"]].append(label)
             if oc.dead["convention"] == "keep":
@@ -916,6 +958,11 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
             "found": f"rounds them ({dead_counts['nonzero']} of {dead_counts['dead']} dead columns nonzero)",
             "checked_as": "dead weights kept, H_tt = λ", "cases": dead_cases["keep"],
             "cases_zeroed": len(dead_cases["zero"])})
+    if tie_cases:
+        rep.conventions.append({
+            "convention": "act_order ties", "expected": "GPTQ's order: diag H descending, ties by lower index",
+            "found": "breaks ties of diag H otherwise (its reported permutation)",
+            "checked_as": "the reported permutation (it sorts diag H the same way)", "cases": tie_cases})
     if precision:
         rep.precision, rep.precision_source = precision, "declared"
     elif precs:

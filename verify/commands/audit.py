@@ -1,5 +1,10 @@
 """``ptq-bounds audit MODULE:FUNCTION``: audit your own quantizer against every claim.
 
+``ptq-bounds audit --list`` lists the adapters of third-party implementations (:mod:`verify.adapters`:
+library, version or why it is unavailable, kind, whether the claims apply as proved or are checked
+as empirical questions); ``ptq-bounds audit --impl NAME`` audits one of them (other options as below;
+its kind, orders, grids and precision come from the adapter unless given).
+
 The function is called as ``f(W, X, *, grid, lam, rng)`` (Qronos-like: also ``X_tilde=``; with
 ``--orders``: also ``order=``) and must return ``Q`` (``n × N``); the full contract is in
 :mod:`verify.audit` and in ``--help``. It is run over the campaign's data families; the report
@@ -58,8 +63,12 @@ def add_arguments(p):
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     text = CONTRACT.replace("``", "")
     p.epilog = "quantizer contract:\n" + "\n".join("  " + line if line else "" for line in text.splitlines())
-    p.add_argument("quantizer", metavar="MODULE:FUNCTION",
+    p.add_argument("quantizer", metavar="MODULE:FUNCTION", nargs="?", default=None,
                    help="your quantizer, e.g. mypkg.quant:my_gptq or path/to/file.py:my_gptq")
+    p.add_argument("--list", action="store_true",
+                   help="list the adapters of third-party implementations (library, version, kind, how the claims apply)")
+    p.add_argument("--impl", default=None, metavar="NAME",
+                   help="audit a third-party implementation through its adapter (see --list)")
     p.add_argument("--kind", default=None, choices=KINDS,
                    help="what the quantizer implements (which claims apply; default: its declaration, else optq)")
     p.add_argument("--rounding", default=None, choices=("nearest", "stochastic"),
@@ -93,7 +102,80 @@ def _write_json(args, rep):
         Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
 
 
+def _list() -> int:
+    from ..adapters import ADAPTERS
+
+    rows = [("NAME", "LIBRARY", "VERSION", "KIND", "CLAIMS", "ALGORITHM")]
+    notes = []
+    for a in ADAPTERS.values():
+        why = a.why_unavailable()
+        rows.append((a.name, a.library, a.version() or "-" if not why else "unavailable", a.kind,
+                     "as proved" if a.proved else f"empirical ({a.audit_kind}'s claims as questions)", a.algorithm))
+        if why:
+            notes.append(f"  {a.name}: {why}")
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+    if notes:
+        print("unavailable:")
+        print("\n".join(notes))
+    return 0
+
+
+def _run_impl(args) -> int:
+    from ..adapters import ADAPTERS, audit_adapter
+
+    a = ADAPTERS.get(args.impl)
+    if a is None:
+        print(f"ptq-bounds audit: --impl: unknown implementation {args.impl!r}; choose one of "
+              f"{', '.join(ADAPTERS)} (ptq-bounds audit --list)", file=sys.stderr)
+        return 2
+    why = a.why_unavailable()
+    if why:
+        print(f"ptq-bounds audit: --impl {a.name} is unavailable: {why}", file=sys.stderr)
+        return 2
+    kw = dict(families=args.families, trials=args.trials, seed=args.seed, alpha=args.alpha,
+              stop_at_first=args.stop_at_first, shrink=not args.no_shrink, out_dir=args.out, progress=True)
+    for key in ("kind", "rounding", "order", "orders", "grids"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    if args.precision != "auto":
+        kw["precision"] = args.precision
+    try:
+        rep = audit_adapter(a, **kw)
+    except ValueError as exc:
+        print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the audit's own failure
+        print(f"ptq-bounds audit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+              + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return 4
+    _write_json(args, rep)
+    if rep.problem:
+        print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
+        return rep.exit_code()
+    print(rep.format())
+    if args.debug:
+        for e in rep.errors:
+            if e.get("traceback"):
+                print(f"--- {e['case']}\n{e['traceback']}", file=sys.stderr)
+    return rep.exit_code()
+
+
 def run(args) -> int:
+    if getattr(args, "list", False):
+        return _list()
+    if getattr(args, "impl", None) is not None:
+        if args.quantizer is not None:
+            print("ptq-bounds audit: give either MODULE:FUNCTION or --impl NAME, not both", file=sys.stderr)
+            return 2
+        return _run_impl(args)
+    if args.quantizer is None:
+        print("ptq-bounds audit: MODULE:FUNCTION is required (or --impl NAME for a third-party implementation, "
+              "--list to see them)", file=sys.stderr)
+        return 2
     try:
         fn = load_quantizer(args.quantizer)
     except Exception as exc:  # noqa: BLE001 - any failure to load the user's module is bad input
