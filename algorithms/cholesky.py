@@ -37,30 +37,93 @@ def gptq_lambda(diagH, m: int, percdamp: float) -> float:
     return float(percdamp) * float(np.mean(to_numpy(diagH)))
 
 
-def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype):
+def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype, name: str = "X"):
     """``(H_λ, λ, dead_mask, diag_for_order)``.
 
     ``H_λ`` = ``XᵀX`` with GPTQ's dead-feature fix (``dead="zero"``) plus ``λI``; ``λ`` from
     ``lam`` or from ``percdamp``; ``diag_for_order`` the diagonal GPTQ sorts by (before damping).
     """
     m, N = X.shape
-    H = gram(xp, X, dtype)
+    with np.errstate(over="ignore"):  # an overflow is reported below, with the fix
+        H = gram(xp, X, dtype)
     d = xp.linalg.diagonal(H) if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal") else xp.diagonal(H)
     dead_mask = d == 0
     idx = xp.arange(N, device=getattr(H, "device", None))
     if dead == "zero" and bool(xp.any(dead_mask)):
         d = xp.where(dead_mask, xp.asarray(m / 2.0, dtype=dtype, device=getattr(H, "device", None)), d)
         H[idx, idx] = d
+    _check_gram(xp, X, d, dead_mask, dtype=dtype, name=name)
     if percdamp is not None:
         lam = gptq_lambda(d, m, percdamp)
     lam = float(lam)
     H[idx, idx] = d + lam
+    _check_damped(xp, H, lam=lam, percdamp=percdamp, dtype=dtype, name=name)
     return H, lam, dead_mask, d
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).split(".")[-1]
+
+
+def _check_gram(xp, X, d, dead_mask, *, dtype, name="X"):
+    """``XᵀX`` must be representable in ``dtype``: a ValueError naming the overflow (or the underflow
+    that makes every live feature look dead; a RuntimeWarning when only some do) and the fix, never a
+    LinAlgError later."""
+    dtname = _dtype_name(dtype)
+    if not bool(xp.all(xp.isfinite(d))):
+        amax = float(xp.max(xp.abs(xp.astype(X, xp.float64))))
+        raise ValueError(
+            f"{name}ᵀ{name} overflows {dtname} (max|{name}| = {amax:.3g}; the squares and sums of {name} must stay "
+            f"below {float(np.finfo(dtname).max):.3g}): rescale {name} (e.g. {name} / max|{name}|: with percdamp "
+            "the quantization does not change, with lam scale lam by the factor squared)"
+            + (", or pass float64 data" if dtname == "float32" else "")
+        )
+    if bool(xp.any(dead_mask)):
+        _check_underflow(xp, X, dead_mask, dtname, name)
+
+
+def _check_damped(xp, H, *, lam, percdamp, dtype, name="X"):
+    """``XᵀX + λI`` must be finite in ``dtype`` (a ValueError naming the damping otherwise)."""
+    dtname = _dtype_name(dtype)
+    if not (np.isfinite(lam) and bool(xp.all(xp.isfinite(H)))):
+        what = (f"percdamp = {percdamp:g} gives λ = {lam:.3g}" if percdamp is not None else f"lam = {lam:.3g}")
+        raise ValueError(
+            f"the damped Hessian {name}ᵀ{name} + λI overflows {dtname}: {what}, which with diag({name}ᵀ{name}) "
+            f"exceeds the largest {dtname} ({float(np.finfo(dtname).max):.3g}); use a damping of the order of "
+            f"diag({name}ᵀ{name}) (percdamp=0.01 is GPTQ's default), or rescale {name}"
+        )
+
+
+def _check_underflow(xp, X, dead_mask, dtname, name):
+    """Features with nonzero data whose ``‖X_t‖²`` underflows to 0 would count as dead: a
+    ValueError when every live feature does (the result would be meaningless), else a RuntimeWarning."""
+    live = xp.any(X != 0, axis=0)
+    k = int(xp.sum(xp.astype(dead_mask & live, xp.int64)))
+    if not k:
+        return
+    N = int(dead_mask.shape[0])
+    msg = (f"{k} of {N} features of {name} are not zero but ‖{name}_t‖² underflows to 0 in {dtname} (max|{name}| = "
+           f"{float(xp.max(xp.abs(X))):.3g}), so they would count as dead features: rescale {name} (e.g. "
+           f"{name} / max|{name}|: with percdamp the quantization does not change, with lam scale lam by the "
+           "factor squared)" + (", or pass float64 data" if dtname == "float32" else ""))
+    if k == int(xp.sum(xp.astype(live, xp.int64))):  # every live feature underflows
+        raise ValueError(msg)
+    import warnings
+
+    warnings.warn(msg, RuntimeWarning, stacklevel=5)
 
 
 def _explain_failure(H, lam, name: str):
     Hn = to_numpy(H).astype(np.float64)
-    w = np.linalg.eigvalsh((Hn + Hn.T) / 2)
+    if not np.all(np.isfinite(Hn)):
+        return (f"the damped Hessian {name}ᵀ{name} + λI (λ = {lam:.6g}) has entries that overflow "
+                f"{_dtype_name(H.dtype)}: rescale {name} (e.g. {name} / max|{name}|), or use a smaller damping")
+    try:
+        w = np.linalg.eigvalsh((Hn + Hn.T) / 2)
+    except np.linalg.LinAlgError:
+        return (f"the damped Hessian {name}ᵀ{name} + λI (λ = {lam:.6g}) is not numerically positive definite "
+                f"and its eigenvalues cannot be computed (entries near the limits of {_dtype_name(H.dtype)}): "
+                f"rescale {name} (e.g. {name} / max|{name}|), or pass percdamp=0.01")
     mean_diag = float(np.mean(np.diag(Hn)) - lam)
     lam_min_needed = max(0.0, -float(w[0]) + lam) + 1e-6 * max(mean_diag, 1e-300)
     return (

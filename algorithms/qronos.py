@@ -51,6 +51,12 @@ def qronos(
     ``λ = percdamp · mean ‖X̃_t‖²``). Brevitas' ``alpha`` damping corresponds to
     ``lam = alpha · λ_max(X̃ᵀX̃)``. ``order="decreasing"`` sorts by ``diag(X̃ᵀX̃)``.
     """
+    if X_tilde is None:
+        raise TypeError(
+            "X_tilde is required: qronos quantizes against the mismatched inputs X_tilde (m x N, the inputs "
+            "produced by the already-quantized earlier layers); pass X_tilde=X when there is no mismatch, "
+            "or use algorithms.optq(W, X, ...)"
+        )
     xp = check_layer(W, X, X_tilde)
     n, N = W.shape
     check_choice("variant", variant, VARIANTS)
@@ -60,7 +66,8 @@ def qronos(
     dev = device_of(W)
     Xc = xp.astype(X, dtype)
     Xt = xp.astype(X_tilde, dtype)
-    Ht, lam_used, dead_mask, diagH = prepare_hessian(xp, Xt, lam=lam, percdamp=percdamp, dead="keep", dtype=dtype)
+    Ht, lam_used, dead_mask, diagH = prepare_hessian(xp, Xt, lam=lam, percdamp=percdamp, dead="keep", dtype=dtype,
+                                                     name="X_tilde")
     perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
     Hp = xp.take(xp.take(Ht, perm, axis=0), perm, axis=1)
     U = inverse_cholesky_upper(xp, Hp, lam_used, name="X_tilde")
@@ -72,6 +79,13 @@ def qronos(
     What_p = (rhs_p @ U.T) @ U
     invperm = xp.argsort(perm)
     W_hat = xp.take(What_p, invperm, axis=1)
+    if not bool(xp.all(xp.isfinite(W_hat))):
+        raise ValueError(
+            f"the least-squares target ŵ = H̃_λ⁻¹(X̃ᵀX + λI)w overflows {str(dtype).split('.')[-1]} "
+            "(X̃ᵀX is too large for the dtype): rescale X and X_tilde by one common factor (e.g. divide both by "
+            "max|X|; with percdamp the result does not change, with lam scale lam by the factor squared), or use "
+            "float64"
+        )
     _check_representable(xp, W_hat, grid)
 
     first = None

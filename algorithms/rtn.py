@@ -26,6 +26,9 @@ def rtn(W, grid: Grid, *, rounding: str = "nearest", rng=None) -> QuantResult:
     grid.check_rows(n)
     dev = device_of(W)
     perm = xp.arange(N, device=dev)
+    from .optq import _check_representable
+
+    _check_representable(xp, W, grid)  # as optq: a finite grid must reach the weights (never silent clipping)
     spec = grid
     if grid.kind == "gptq" and grid.group_size and not grid.static_groups:
         # without error feedback, on-the-fly groups see the original weights: same as static groups

@@ -34,6 +34,8 @@ def add_arguments(p):
                    help="figure 7: the alphabet size K (levels per side) the recommended λ must meet "
                         "(default: the median over the λ grid of the K that T3 needs, rounded up)")
     p.add_argument("--list", action="store_true", help="list the figures and their claims, then exit")
+    p.add_argument("--no-progress", action="store_true",
+                   help="accepted as by every long command (figures draws no progress bar; one line per figure)")
 
 
 def _parse_only(text):
@@ -44,11 +46,15 @@ def _parse_only(text):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a figure number or range; give numbers such as 1,3 or 2-5 "
+                             f"(figures are {', '.join(map(str, FIGURES))})") from None
     bad = [n for n in out if n not in FIGURES]
     if bad:
         raise ValueError(f"no figure {', '.join(map(str, bad))}; figures are {', '.join(map(str, FIGURES))}")
@@ -92,6 +98,13 @@ def run(args) -> int:
         return 2
     if args.K is not None and args.K < 1:
         print(f"ptq-bounds figures: --K must be ≥ 1, got {args.K}", file=sys.stderr)
+        return 2
+    from verify.cli import BadInput, check_writable_dir
+
+    try:
+        check_writable_dir(args.out, "--out")
+    except BadInput as exc:
+        print(f"ptq-bounds figures: {exc}", file=sys.stderr)
         return 2
     try:
         src = open_source(args.store, args.campaign)

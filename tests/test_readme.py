@@ -29,3 +29,21 @@ def test_ci_runs_the_readme_block():
     # the install command comes from the README; the test command is checked against it and run
     assert re.search(r"^python -m pytest$", ci, re.M)
     assert 'bash -euo pipefail -c "$install_cmd"' in ci
+
+
+def python_blocks():
+    """Every ```python block of README.md, in order."""
+    return re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+
+
+def test_readme_python_examples_run_as_written():
+    """The README's Python examples run as written, in order, in one namespace (later blocks use the
+    names earlier ones define)."""
+    blocks = python_blocks()
+    assert len(blocks) >= 2
+    ns: dict = {"__name__": "readme"}
+    for i, code in enumerate(blocks):
+        try:
+            exec(compile(code, f"README.md python block {i + 1}", "exec"), ns)
+        except Exception as exc:  # pragma: no cover - the message says which block failed
+            raise AssertionError(f"README.md python block {i + 1} raised {type(exc).__name__}: {exc}") from exc

@@ -110,6 +110,12 @@ def _done(path, cid=None):
         con.close()
 
 
+def _default_sigint():
+    """In the child, before exec: SIGINT back to its default, so that Python turns it into
+    KeyboardInterrupt (Python leaves an inherited SIG_IGN alone)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,executor", [(signal.SIGKILL, "serial"), (signal.SIGINT, "serial"),
                                           (signal.SIGINT, "process")])
 def test_interrupted_campaign_resumes_without_loss_or_duplicates(tmp_path, sig, executor):
@@ -118,7 +124,10 @@ def test_interrupted_campaign_resumes_without_loss_or_duplicates(tmp_path, sig, 
     args = CLI + ["verify", "--campaign", "quick", "--out", str(out), "--executor", executor, "--workers", "2",
                   "--no-progress"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    # the child gets SIGINT's default disposition whatever the test runner inherited (under nohup or as a
+    # background job SIGINT is ignored, and an ignored signal stays ignored across exec)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 240
     while _done(store_path) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -262,6 +262,10 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
     (:func:`check_all` does this); its parameters are then used.
     """
     claim = get_claim(claim) if isinstance(claim, str) else claim
+    if not isinstance(claim, Claim):
+        raise TypeError(f"claim must be a claim id (e.g. 'T1.sum_c') or a theory.Claim, got {type(claim).__name__}")
+    _check_run(run)
+    _check_alpha(alpha)
     if context is not None:
         if context.run is not run:
             raise ValueError("context belongs to another run")
@@ -372,6 +376,23 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
     return Verdict(status=status, violations=int(over.sum()) + int(pv < alpha), trials=int(rows.size),
                    mean=float(np.mean(Y)), range=float(np.max(b)) if b.size else float("nan"), p_value=pv,
                    test=res.get("test", ""), message=msg, power=power, **common)
+
+
+def _check_run(run):
+    from .run import Run
+
+    if not isinstance(run, Run):
+        raise TypeError(f"run must be a theory.Run (build one with theory.Run.from_result(result, X) or "
+                        f"theory.Run(...)), got {type(run).__name__}")
+
+
+def _check_alpha(alpha):
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"alpha must be a number in (0, 1) (the false-alarm rate), got {alpha!r}") from None
+    if not 0.0 < a < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1) (the false-alarm rate of the statistical tests, e.g. 1e-3), got {a}")
 
 
 def _argmax_rows(a, axes):
@@ -552,6 +573,8 @@ def check_all(run, claims=None, *, alpha: float = DEFAULT_ALPHA, hypotheses: boo
     """``{id: Verdict}`` for every claim (or the given ids/claims) on ``run``, followed by the
     hypothesis verdicts of :func:`check_hypotheses` (ids ``hyp.*``; by default when every claim
     is checked, i.e. ``claims`` is None); the exact quantities are computed once and shared."""
+    _check_run(run)
+    _check_alpha(alpha)
     ids = list(CLAIMS) if claims is None else [c if isinstance(c, str) else c.id for c in claims]
     ctx = Context(run, **params)
     out = {i: check(i, run, alpha=alpha, context=ctx) for i in ids}

@@ -11,6 +11,7 @@ not be an interval: :func:`recommend_lambda` scans a grid with the exact ``B`` a
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from . import alphabet
 from ._array import as64
 from .constants import CONSTANTS
-from .quantities import factor, resolve_order
+from .quantities import _check_X, factor, resolve_order
 
 __all__ = ["c_of_lambda", "drift_of_lambda", "LambdaScan", "recommend_lambda", "default_lams",
            "DRIFT_COUNTEREXAMPLE_X"]
@@ -91,25 +92,39 @@ def recommend_lambda(X, W, *, delta, K, order="natural", eta: float = 0.05, lams
     condition the recommendation must meet. Never bisects: the feasible set need not be an interval.
     Raises ``ValueError`` naming the smallest ``K`` that would work when no λ of the grid meets it.
     """
-    X = as64(X)
+    X = _check_X(as64(X))
     W = np.atleast_2d(as64(W))
     m, N = X.shape
-    if W.shape[1] != N:
+    if W.ndim != 2 or W.shape[1] != N:
         raise ValueError(f"W must be n × N with N = {N} (the columns of X), got {W.shape}")
+    if not np.all(np.isfinite(W)):
+        raise ValueError(f"W contains {int(np.sum(~np.isfinite(W)))} NaN or Inf entries; remove or replace them")
+    for name, v in (("K", K), ("eta", eta)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}"
+                            + (" (e.g. K=7)" if name == "K" else ""))
+    if not math.isfinite(float(K)) or K <= 0:
+        raise ValueError(f"K must be a finite number > 0 (levels per side of the grid δ·{{−K..K}}), got {K}")
     if condition not in ("T3", "P1"):
         raise ValueError("condition must be 'T3' (stochastic rounding) or 'P1' (nearest rounding)")
     if not 0 < eta < 1:
         raise ValueError(f"eta must lie in (0, 1), got {eta}")
-    d = np.broadcast_to(np.asarray(as64(delta), dtype=np.float64).reshape(-1), (W.shape[0],)) \
-        if np.ndim(delta) else np.full(W.shape[0], float(delta))
+    if constant not in CONSTANTS:
+        raise ValueError(f"constant must be one of {sorted(CONSTANTS)}, got {constant!r}")
+    if np.ndim(delta):
+        dv = np.asarray(as64(delta), dtype=np.float64).reshape(-1)
+        if dv.size not in (1, W.shape[0]):
+            raise ValueError(f"delta must be a scalar or hold one step per row of W ({W.shape[0]} values), "
+                             f"got {dv.size} values (shape {np.shape(delta)})")
+        d = np.broadcast_to(dv, (W.shape[0],))
+    else:
+        d = np.full(W.shape[0], float(delta))
     if np.any(~np.isfinite(d)) or np.any(d <= 0):
         raise ValueError("delta must be positive (a scalar or one step per row)")
     lams = default_lams(X) if lams is None else np.asarray(lams, dtype=np.float64).ravel()
-    if lams.size == 0 or np.any(lams < 0):
-        raise ValueError("lams must be a non-empty grid of λ ≥ 0")
+    if lams.size == 0 or np.any(~np.isfinite(lams)) or np.any(lams < 0):
+        raise ValueError("lams must be a non-empty grid of finite λ ≥ 0 (no NaN or Inf)")
     perm = resolve_order(order, N, X)
-    if constant not in CONSTANTS:
-        raise ValueError(f"constant must be one of {sorted(CONSTANTS)}, got {constant!r}")
     winf = np.max(np.abs(W), axis=1) / d  # ‖w‖∞/δ per row
     L = lams.size
     l2_rows = np.full((L, W.shape[0]), np.nan)

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "bench": ("verify.bench", "time OPTQ against the BLAS-3 floor on this machine and store the results"),
 }
 
+EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
 _DEBUG_HELP = "on an internal error, print the full traceback (exit code 4 either way)"
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     p.add_argument("--debug", action="store_true", default=False, help=_DEBUG_HELP)
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_) in SUBCOMMANDS.items():
@@ -68,6 +70,100 @@ def _accept_debug(sp) -> None:
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
+def package_version() -> str:
+    """The installed version of provable-ptq (``unknown`` when it is not installed)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    try:
+        return version("provable-ptq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class BadInput(ValueError):
+    """Bad input detected by a command: :func:`main` prints ``ptq-bounds COMMAND: MESSAGE`` (one line,
+    naming the argument and the fix) and exits 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# argparse types shared by the commands: a bad value is an argparse error (usage + one line, exit 2)
+# ------------------------------------------------------------------------------------------------
+def open_unit_interval(s: str) -> float:
+    """A probability strictly between 0 and 1 (``--alpha``, ``--eta``)."""
+    try:
+        x = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {s!r}") from None
+    if not 0.0 < x < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {s}")
+    return x
+
+
+def nonneg_int(s: str) -> int:
+    """An integer ≥ 0 (``--seed``)."""
+    try:
+        k = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {s!r}") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {k}")
+    return k
+
+
+def positive_int(s: str) -> int:
+    """An integer ≥ 1 (``--dpi``, ``--trials``)."""
+    try:
+        k = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {s!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {k}")
+    return k
+
+
+def check_writable_file(path, option: str) -> None:
+    """Raise :class:`BadInput` unless a file can be written at ``path`` (checked before any work is
+    done, so that a long run does not fail at its very end). Nothing is left behind."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    fix = "give a file path in an existing, writable directory"
+    if p.is_dir():
+        raise BadInput(f"{option}: {path} is a directory; {fix}")
+    parent = p.parent if str(p.parent) else Path(".")
+    # the directory is created on writing (as the commands do); the nearest existing ancestor must be one
+    anc = parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise BadInput(f"{option}: cannot write {path} ({anc} is not a directory); {fix}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise BadInput(f"{option}: cannot write {path} ({anc} is not writable); {fix}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise BadInput(f"{option}: cannot write {path} (the file is read-only); {fix}")
+
+
+def check_writable_dir(path, option: str) -> None:
+    """Raise :class:`BadInput` unless ``path`` is, or can be created as, a writable directory."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    fix = "give a directory that exists or can be created, and is writable"
+    if p.exists() and not p.is_dir():
+        raise BadInput(f"{option}: {path} exists and is not a directory; {fix}")
+    anc = p
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise BadInput(f"{option}: cannot create {path} ({anc} is not a directory); {fix}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise BadInput(f"{option}: cannot write in {path} ({anc} is not writable); {fix}")
+
+
 def _module(name):
     return importlib.import_module(name)
 
@@ -82,6 +178,7 @@ def internal_error_line(exc: BaseException, *, debug: bool = False) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    args = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)  # argparse errors exit 2 (SystemExit passes through)
@@ -92,6 +189,10 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except SystemExit:
         raise
+    except BadInput as exc:  # one line naming the argument and the fix
+        cmd = getattr(args, "command", None)
+        print(f"ptq-bounds{' ' + cmd if cmd else ''}: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a crash is never a violation: exit 4, the traceback only with --debug
         if debug:
             traceback.print_exc(file=sys.stderr)

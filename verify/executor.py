@@ -50,6 +50,36 @@ class SerialExecutor(cf.Executor):
         return fut
 
 
+#: seconds to wait for a Dask scheduler before giving up (``--scheduler``)
+SCHEDULER_TIMEOUT = 10.0
+
+
+class SchedulerUnreachable(ValueError):
+    """The Dask scheduler address cannot be reached (bad input: the message names ``--scheduler``)."""
+
+
+def connect_scheduler(address: str, timeout: float | None = None):
+    """A ``distributed.Client`` connected to ``address``; :class:`SchedulerUnreachable` (one line,
+    naming ``--scheduler`` and the fix) when nothing answers within ``timeout`` seconds or the address
+    is malformed."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ImportError(
+            "the dask executor needs the 'dist' extra: pip install 'provable-ptq[dist]'"
+        ) from exc
+    timeout = SCHEDULER_TIMEOUT if timeout is None else timeout
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise SchedulerUnreachable(
+            f"--scheduler: cannot reach a Dask scheduler at {address!r} within {timeout:g} s ({msg}); start one "
+            "(`dask scheduler`) and pass its address, e.g. tcp://HOST:8786, or omit --scheduler for a local "
+            "cluster"
+        ) from None
+
+
 @contextmanager
 def executor(kind: str = "process", *, workers: int | None = None, scheduler: str | None = None):
     """Context manager yielding an executor of ``kind``."""
@@ -91,7 +121,7 @@ def executor(kind: str = "process", *, workers: int | None = None, scheduler: st
         ) from exc
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        client = connect_scheduler(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                                dashboard_address=None)

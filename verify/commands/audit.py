@@ -93,6 +93,7 @@ def add_arguments(p):
     p.add_argument("--stop-at-first", action="store_true", help="stop at the first failing case")
     p.add_argument("--no-shrink", action="store_true", help="do not search a minimal counterexample")
     p.add_argument("--out", default="ptq-audit", help="where counterexamples go (default ptq-audit/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--debug", action="store_true", help="print tracebacks of failed cases and internal errors")
 
@@ -135,7 +136,7 @@ def _run_impl(args) -> int:
         print(f"ptq-bounds audit: --impl {a.name} is unavailable: {why}", file=sys.stderr)
         return 2
     kw = dict(families=args.families, trials=args.trials, seed=args.seed, alpha=args.alpha,
-              stop_at_first=args.stop_at_first, shrink=not args.no_shrink, out_dir=args.out, progress=True)
+              stop_at_first=args.stop_at_first, shrink=not args.no_shrink, out_dir=args.out, progress=not args.no_progress)
     for key in ("kind", "rounding", "order", "orders", "grids"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
@@ -189,7 +190,7 @@ def run(args) -> int:
         rep = audit(fn, name=args.quantizer, kind=args.kind, rounding=args.rounding, order=args.order,
                     orders=args.orders, grids=args.grids, precision=args.precision, families=args.families,
                     trials=args.trials, seed=args.seed, alpha=args.alpha, stop_at_first=args.stop_at_first,
-                    shrink=not args.no_shrink, out_dir=args.out, progress=True)
+                    shrink=not args.no_shrink, out_dir=args.out, progress=not args.no_progress)
     except ValueError as exc:  # a bad argument or declaration
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

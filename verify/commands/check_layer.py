@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import check_writable_file, nonneg_int, open_unit_interval, positive_int
+
 
 def add_arguments(p):
     p.add_argument("W", help="weights n × N (.npy, .npz[:key], .safetensors[:key])")
@@ -35,12 +37,15 @@ def add_arguments(p):
     damp.add_argument("--percdamp", type=float, default=None, help="GPTQ's relative damping (default 0.01)")
     p.add_argument("--order", default="natural", choices=("natural", "decreasing", "increasing"))
     p.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"))
-    p.add_argument("--trials", type=int, default=1, help="stochastic rounding: repetitions of the layer")
-    p.add_argument("--eta", type=float, default=0.05, help="failure probability of the high-probability forms")
-    p.add_argument("--alpha", type=float, default=1e-3, help="false-alarm rate of the statistical tests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=positive_int, default=1, help="stochastic rounding: repetitions of the layer")
+    p.add_argument("--eta", type=open_unit_interval, default=0.05,
+                   help="failure probability of the high-probability forms, in (0, 1) (default 0.05)")
+    p.add_argument("--alpha", type=open_unit_interval, default=1e-3,
+                   help="false-alarm rate of the statistical tests, in (0, 1) (default 1e-3)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the stochastic rounding (an integer ≥ 0)")
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def load_array(spec: str, name: str) -> np.ndarray:
@@ -53,9 +58,34 @@ def load_array(spec: str, name: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{name}: no such file {path}")
+    if p.is_dir():
+        raise ValueError(f"{name}: {path} is a directory; pass an array file (.npy, .npz or .safetensors)")
+    try:
+        return _check_array(_read(p, path, key, name), name, spec)
+    except (ValueError, TypeError, ImportError):
+        raise
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file: zipfile, safetensors and numpy errors
+        raise ValueError(f"{name}: {path} is not a readable {p.suffix} file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:160]}); write it again with {_WRITERS[p.suffix]}") from None
+
+
+_WRITERS = {".npy": "numpy.save", ".npz": "numpy.savez", ".safetensors": "safetensors.numpy.save_file"}
+
+
+def _read(p: Path, path: str, key, name: str):
     if p.suffix == ".npy":
-        a = np.load(p, allow_pickle=False)
-    elif p.suffix == ".npz":
+        with open(p, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{name}: {path} is not an .npy file (no NumPy header); save a float array "
+                                 "with numpy.save(path, array)")
+        try:
+            return np.load(p, allow_pickle=False)
+        except ValueError as exc:  # not an .npy file, or an object array (pickled)
+            raise ValueError(f"{name}: {path} is not a readable .npy array ({' '.join(str(exc).split())[:160]}); "
+                             "save a float array with numpy.save(path, array)") from None
+    if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.files)
             if key is None:
@@ -64,8 +94,12 @@ def load_array(spec: str, name: str) -> np.ndarray:
                 key = keys[0]
             if key not in keys:
                 raise ValueError(f"{name}: {path} has no array {key!r} (it has {keys})")
-            a = z[key]
-    elif p.suffix == ".safetensors":
+            try:
+                return z[key]
+            except ValueError as exc:
+                raise ValueError(f"{name}: {path}:{key} is not a readable array ({exc}); save a float array "
+                                 "with numpy.savez") from None
+    if p.suffix == ".safetensors":
         try:
             from safetensors.numpy import load_file
         except ImportError as exc:
@@ -77,9 +111,11 @@ def load_array(spec: str, name: str) -> np.ndarray:
             key = next(iter(d))
         if key not in d:
             raise ValueError(f"{name}: {path} has no tensor {key!r} (it has {sorted(d)})")
-        a = d[key]
-    else:
-        raise ValueError(f"{name}: unsupported file type {p.suffix!r}; use .npy, .npz or .safetensors")
+        return d[key]
+    raise ValueError(f"{name}: unsupported file type {p.suffix!r}; use .npy, .npz or .safetensors")
+
+
+def _check_array(a, name: str, spec: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape} from {spec}")
@@ -96,6 +132,8 @@ def run(args) -> int:
     from theory.verdicts import CONSISTENT, EXIT, INSUFFICIENT, NOT_EXERCISED, OUT_OF_SCOPE, combine, exit_code
 
     try:
+        if args.json:  # before any work: a long run must not fail at its very end
+            check_writable_file(args.json, "--json")
         dt = np.dtype(args.dtype)
         W = load_array(args.W, "W").astype(dt)
         X = load_array(args.X, "X").astype(dt)
@@ -120,24 +158,32 @@ def run(args) -> int:
     rng = np.random.default_rng(args.seed)
     kw = dict(grid=grid, order=args.order, rounding=args.rounding, rng=rng, **damp)
     runs = []
-    try:
-        r = A.optq(Wr, X, **kw)
-        runs.append(("optq", r, theory.Run.from_result(r, X)))
-        if Xt is not None:
-            r = A.optq(Wr, Xt, **kw)
-            runs.append(("optq on X_tilde", r, theory.Run.from_result(r, X, X_tilde=Xt)))
-            for v in ("projection", "original"):
-                r = A.qronos(Wr, X, Xt, variant=v, **kw)
-                runs.append((f"qronos-{v}", r, theory.Run.from_result(r, X, X_tilde=Xt, W=Wr)))
-    except ValueError as exc:
-        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
-        return EXIT["bad input"]
+    from tqdm.auto import tqdm
+
+    plan = [("optq", lambda: A.optq(Wr, X, **kw), dict())]
+    if Xt is not None:
+        plan.append(("optq on X_tilde", lambda: A.optq(Wr, Xt, **kw), dict(X_tilde=Xt)))
+        for v in ("projection", "original"):
+            plan.append((f"qronos-{v}", lambda v=v: A.qronos(Wr, X, Xt, variant=v, **kw), dict(X_tilde=Xt, W=Wr)))
+    with tqdm(total=len(plan), desc="check-layer", unit="run", disable=args.no_progress,
+              dynamic_ncols=True, leave=False) as bar:
+        for label, quantize, extra in plan:
+            bar.set_postfix_str(label)
+            try:
+                r = quantize()
+            except ValueError as exc:  # the layer, the grid or the damping do not fit: bad input
+                bar.close()
+                print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+                return EXIT["bad input"]
+            run = theory.Run.from_result(r, X, **extra)
+            bar.set_postfix_str(f"{label}: checking the claims")
+            runs.append((label, r, run, theory.check_all(run, alpha=args.alpha, eta=args.eta)))
+            bar.update()
     report = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, "shape": {"n": W.shape[0], "N": W.shape[1],
               "m": X.shape[0]}, "grid": grid.to_dict(), "order": args.order, "rounding": args.rounding,
               "trials": args.trials, "runs": []}
     statuses = []
-    for label, res, run in runs:
-        verdicts = theory.check_all(run, alpha=args.alpha, eta=args.eta)
+    for label, res, run, verdicts in runs:
         rows = []
         for cid, v in verdicts.items():
             d = v.to_dict()
@@ -169,6 +215,7 @@ def run(args) -> int:
         print("\nno claim violated")
     if args.json:
         try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
         except OSError as exc:
             print(f"ptq-bounds check-layer: --json: cannot write {args.json} ({exc.strerror or exc}); "

@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("output", help="output file (.csv or .json)")
     p.add_argument("--store", default="ptq-results/store.sqlite", help="result store (default ptq-results/store.sqlite)")
     p.add_argument("--campaign", default=None, help="campaign id or name (default: the latest)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="accepted as by every long command (export draws no progress bar)")
 
 
 def _bad(msg: str) -> int:
@@ -26,9 +28,17 @@ def _bad(msg: str) -> int:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..cli import BadInput, check_writable_file
+
+    if Path(args.output).is_dir():
+        return _bad(f"output: {args.output} is a directory; give a file path ending in .csv or .json")
     fmt = Path(args.output).suffix.lstrip(".").lower()
     if fmt not in ("csv", "json"):
         return _bad(f"output: {args.output} must end in .csv or .json")
+    try:
+        check_writable_file(args.output, "output")
+    except BadInput as exc:
+        return _bad(str(exc))
     if not Path(args.store).is_file():
         return _bad(f"--store: no store at {args.store}; run `ptq-bounds verify` first")
     try:

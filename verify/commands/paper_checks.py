@@ -69,8 +69,43 @@ def load_summaries(paths) -> list[dict]:
                 isinstance(c, dict) for c in s["claims"].values()):
             raise SummaryError(f"--summary: {p} is not a campaign summary (no per-claim \"claims\" object); "
                                "pass a summary written by `ptq-bounds verify`")
+        _check_fields(s, p)
         out.append(s)
+    if not any(s["claims"] for s in out):
+        raise SummaryError(f"--summary: {', '.join(map(str, paths))} hold no per-claim evidence (empty \"claims\"); "
+                           "pass a summary of a campaign that ran, written by `ptq-bounds verify`")
     return out
+
+
+_COUNTS = ("cells_in_scope", "runs", "rows_in_scope", "rows", "violations", "trials", "exceedances",
+           "insufficient", "out_of_scope")
+_REALS = ("worst_ratio", "min_p_value", "detectable")
+
+
+def _check_fields(summary: dict, path) -> None:
+    """Every per-claim field the rendering reads has the type ``ptq-bounds verify`` writes
+    (:class:`SummaryError` naming the file, the claim and the field otherwise)."""
+    from theory.verdicts import STATUSES
+
+    def bad(cid, key, v, want):
+        raise SummaryError(f"--summary: {path}: claim {cid!r} field {key!r} is {v!r}, expected {want}; "
+                           "pass a summary written by `ptq-bounds verify`")
+
+    for cid, c in summary["claims"].items():
+        for key in _COUNTS:
+            v = c.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                bad(cid, key, v, "an integer ≥ 0")
+        for key in _REALS:
+            v = c.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                bad(cid, key, v, "a number or null")
+        if "status" in c and c["status"] not in (*STATUSES, "verified"):  # "verified": the former name
+            bad(cid, "status", c["status"], "one of " + ", ".join(STATUSES))
+        for key, typ, want in (("reasons", dict, "an object"), ("violated_cells", list, "a list"),
+                               ("violated_in", list, "a list"), ("sources", list, "a list")):
+            if key in c and c[key] is not None and not isinstance(c[key], typ):
+                bad(cid, key, c[key], want)
 
 
 def render(paths) -> str:

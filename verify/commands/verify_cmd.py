@@ -12,6 +12,7 @@ campaign left a claim unexercised; else 0. Bad arguments exit 2 before anything 
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ CAMPAIGN_CHOICES = (*CAMPAIGNS, "real-llm")
 def add_arguments(p):
     p.add_argument("--campaign", default="default",
                    help=f"which campaign: {', '.join(CAMPAIGN_CHOICES)} (default: default)")
-    p.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="campaign seed, an integer ≥ 0 (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
     p.add_argument("--store", default=None, help="result store file (default OUT/store.sqlite)")
     p.add_argument("--json", default=None, help="summary JSON path (default OUT/<campaign>-summary.json)")
@@ -81,7 +82,13 @@ def run(args) -> int:
         return _bad(f"--workers: must be ≥ 1, got {args.workers}; omit it to use every core")
     if args.limit is not None and args.limit < 0:
         return _bad(f"--limit: must be ≥ 0, got {args.limit}")
+    if args.scheduler and args.executor != "dask":
+        return _bad("--scheduler: a scheduler address needs --executor dask; add it, or drop --scheduler")
     out = Path(args.out)
+    try:  # every output is checked before any work: a long campaign must not fail at its very end
+        _check_outputs(args, out)
+    except ValueError as exc:
+        return _bad(str(exc))
     if args.campaign == "real-llm":
         from ..llm.campaign import build_campaign
 
@@ -95,7 +102,19 @@ def run(args) -> int:
             campaign = get_campaign(args.campaign, args.seed)
         except ValueError as exc:
             return _bad(f"--campaign: {exc}")
-    store = Store(args.store or out / "store.sqlite")
+    if args.executor == "dask" and args.scheduler:  # fail fast on an address that does not answer
+        from ..executor import SchedulerUnreachable, connect_scheduler
+
+        try:
+            connect_scheduler(args.scheduler).close()
+        except SchedulerUnreachable as exc:
+            return _bad(str(exc))
+    store_path = Path(args.store or out / "store.sqlite")
+    try:
+        store = Store(store_path)
+    except sqlite3.DatabaseError as exc:
+        return _bad(f"--store: {store_path} is not a result store ({exc}); pass the store.sqlite `ptq-bounds "
+                    "verify` wrote, or a new path")
     summary = run_campaign(campaign, store, executor_kind=args.executor, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit)
     print(format_summary(summary))
@@ -113,6 +132,15 @@ def run(args) -> int:
     if args.campaign == "real-llm":
         _real_llm_report(store, campaign, out, summary.get("float64_recheck"), summary.get("float64_precision_recheck"))
     return _exit_code(summary, campaign)
+
+
+def _check_outputs(args, out: Path) -> None:
+    """``--out``, ``--store`` and ``--json`` can be written (ValueError naming the option otherwise)."""
+    from ..cli import check_writable_dir, check_writable_file
+
+    check_writable_dir(out, "--out")
+    check_writable_file(args.store or out / "store.sqlite", "--store")
+    check_writable_file(args.json or out / f"{args.campaign}-summary.json", "--json")
 
 
 def _exit_code(summary: dict, campaign) -> int:
