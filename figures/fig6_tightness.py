@@ -145,8 +145,8 @@ def draw(src):
         leg.legend(h2, [f"worst: {x}" for x in l2], loc="center right", ncols=3, fontsize=6.2,
                    title="LLM layer type", title_fontsize=6.5)
     leg.text(0.5, -0.15, "Ratios above 1 are allowed for the probability claims (T2.*, T3.drift_tail, T5.*): each row exceeds "
-             "its bound with probability ≤ η (exact binomial test).\nDeterministic claims exceed 1 only within the float32 "
-             "tolerance (P1.drift on real layers); float64 re-runs of those cells stay ≤ 1 (paper_checks.md).",
+             "its bound with probability ≤ η (exact binomial test).\nDeterministic claims exceed 1 only within the run's measured "
+             "float32 deviation; float64 re-runs of those cells stay ≤ 1 (paper_checks.md).",
              transform=leg.transAxes, ha="center", va="top", fontsize=6.3, color="#333333")
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
     add_footer(fig, src.footer(synth + llm, what="all studies", extra_campaigns=llm_camps))
