@@ -3,6 +3,11 @@ families; writes ``results/field-audit.json`` and ``results/field-audit.md`` (im
 claim, library versions, conventions, verdicts).
 
     python -m verify.field_audit [--families tall,dead,...] [--out results/field-audit]
+    python -m verify.field_audit --setup NAME|all    # build the pinned environments first
+
+``--setup`` runs ``benchmarks/field_audit_envs.sh`` (llmcompressor, gptqmodel, amd-quark, auto-gptq:
+each library in its own virtual environment with its pinned torch, this checkout installed with
+``--no-deps`` and the package's core dependencies), then the audit.
 
 Each adapter runs in this interpreter when its library imports here; otherwise, when a virtual
 environment ``$PTQ_ENVS/<library>/bin/python`` exists (default ``PTQ_ENVS=/work/envs``), the audit
@@ -59,6 +64,10 @@ def run(families=FAMILIES, seed=0, out="results/field-audit"):
             py = envs / a.library / "bin" / "python"
             entry["environment"] = str(py)
             entry["report"] = _run_env(a, py, families, seed)
+            impl = (entry["report"] or {}).get("implementation") or {}
+            for k in ("version", "available", "why_unavailable"):  # as seen in its own environment
+                if k in impl:
+                    entry[k] = impl[k]
         else:
             entry["report"] = None
         rows.append(entry)
@@ -135,7 +144,15 @@ def main(argv=None) -> int:
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "results" / "field-audit"))
+    p.add_argument("--setup", metavar="NAME|all", default=None,
+                   help="first build the environment(s) with benchmarks/field_audit_envs.sh "
+                        "(llmcompressor, gptqmodel, amd-quark, auto-gptq or all)")
     a = p.parse_args(argv)
+    if a.setup:
+        rc = subprocess.run(["bash", str(ROOT / "benchmarks" / "field_audit_envs.sh"), a.setup]).returncode
+        if rc:
+            print(f"--setup {a.setup}: building the environment failed (exit {rc})", file=sys.stderr)
+            return rc
     fams = tuple(x for x in a.families.split(",") if x)
     bad = [f for f in fams if f not in FAMILIES]
     if bad or not fams:

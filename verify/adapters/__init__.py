@@ -105,9 +105,11 @@ class Adapter:
 
 def _registry() -> dict:
     from . import brevitas as _brevitas
+    from . import gptqmodel as _gptqmodel
+    from . import llmcompressor as _llmcompressor
 
     out = {}
-    for mod in (_brevitas,):
+    for mod in (_brevitas, _llmcompressor, _gptqmodel):
         for a in mod.ADAPTERS:
             out[a.name] = a
     return out
