@@ -52,10 +52,20 @@ def test_bench_writes_well_formed_json(tmp_path, capsys):
             assert _positive(e["median_s"]) and _positive(e["ratio_to_floor"]) and e["cpu_median_s"] >= 0
         assert r["optq"]["act_order+g128"]["group_size"] == (64 if r["shape"][1] == 64 else 32)
         assert r["memory"]["bytes_W_plus_H"] > 0 and r["memory"]["ratio_incl_inputs"] >= 1
+    if importlib.util.find_spec("torch") is not None:  # the reference GPTQ loop, side by side
+        for r in d["results"]:
+            assert set(r["reference"]) == set(bench.REFERENCE_CASES)
+            for case, e in r["reference"].items():
+                assert _positive(e["median_s"]) and _positive(e["ratio_to_floor"]) and len(e["times_s"]) == 2
+                assert math.isclose(r["optq"][case]["ratio_to_reference"], r["optq"][case]["median_s"] / e["median_s"])
+            assert "ratio_to_reference" not in r["optq"]["stochastic"]  # GPTQ has no stochastic rounding
+        assert d["versions"]["torch"] and "reference" in d["definitions"]
     mc = d["monte_carlo"]
     assert mc["N"] == 48 and mc["trials"] == 20 and _positive(mc["trials_per_s"])
     printed = capsys.readouterr().out
     assert "24x64" in printed and "trials/s" in printed and str(out) in printed
+    if importlib.util.find_spec("torch") is not None:
+        assert "x reference" in printed and "reference deterministic" in printed
 
 
 def test_bench_through_the_cli(tmp_path):
@@ -115,3 +125,53 @@ def test_optq_trials_rows_are_independent_trials():
     assert np.array_equal(np.asarray(a.Q), np.asarray(b.Q))
     with pytest.raises(ValueError, match="one weight vector"):
         optq_trials(np.ones((2, N)), X, grid=Grid.gptq(4), trials=3, rng=np.random.default_rng(0), lam=0.3)
+
+
+def test_bench_without_the_reference(tmp_path, monkeypatch):
+    from verify import bench_reference
+
+    out = tmp_path / "r.json"
+    assert bench.run(_args("--shapes", "8x16", "--repeats", "1", "--mc-trials", "0", "--no-memory", "--no-reference",
+                           "--no-progress", "--json", str(out))) == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert "reference" not in r and "ratio_to_reference" not in r["optq"]["deterministic"]
+    # without PyTorch the reference is skipped with the reason, the rest runs
+    monkeypatch.setattr(bench_reference, "why_unavailable", lambda: "PyTorch is not importable (test)")
+    assert bench.run(_args("--shapes", "8x16", "--repeats", "1", "--mc-trials", "0", "--no-memory", "--no-progress",
+                           "--json", str(out))) == 0
+    d = json.loads(out.read_text())
+    assert d["results"][0]["reference"] == {"skipped": "PyTorch is not importable (test)"}
+    assert d["config"]["reference"] == "PyTorch is not importable (test)"
+
+
+@pytest.mark.parametrize("kw, okw", [
+    (dict(bits=4), dict(grid=("gptq", 4, True, None, False))),
+    (dict(bits=3, sym=False, actorder=True, blocksize=8, groupsize=8),
+     dict(grid=("gptq", 3, False, 8, False), order="decreasing", block_size=8)),
+    (dict(bits=2, groupsize=8, static_groups=True, actorder=True, blocksize=4),
+     dict(grid=("gptq", 2, True, 8, True), order="decreasing", block_size=4)),
+])
+def test_bench_reference_is_the_reference_semantics(kw, okw):
+    """The loop the bench times computes what optq computes under GPTQ's conventions (H = (2/m)XᵀX,
+    percdamp, dead features, act_order, groups), as tests/test_reference_gptq.py checks in detail."""
+    pytest.importorskip("torch")
+    import ast
+    import inspect
+
+    import algorithms as A
+    from verify import bench_reference
+    from verify.bench_reference import reference_gptq
+
+    tree = ast.parse(inspect.getsource(bench_reference))  # independent of the package it is compared with
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m.split(".")[0] == "algorithms" for m in imported)
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 32)) * np.exp(rng.uniform(-1, 1, 32))
+    X[:, 3] = 0.0  # a dead feature
+    W = rng.standard_normal((6, 32))
+    _, bits, sym, g, static = okw.pop("grid")
+    grid = A.Grid.gptq(bits, sym=sym, group_size=g, static_groups=static)
+    np.testing.assert_allclose(reference_gptq(W, X, **kw), A.optq(W, X, grid=grid, percdamp=0.01, **okw).Q,
+                               rtol=1e-10, atol=1e-12)

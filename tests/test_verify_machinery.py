@@ -184,3 +184,55 @@ def test_summary_counts_scope_and_status(tmp_path):
     # out-of-scope rows are counted with their reasons, never as passes
     t2 = s["claims"]["T2.tail"]
     assert t2["out_of_scope"] > 0 and sum(t2["reasons"].values()) == t2["out_of_scope"]
+
+
+def test_export_has_the_configuration_columns(tmp_path):
+    import csv
+
+    from verify.store import CONFIG_COLUMNS
+
+    store = Store(tmp_path / "s.sqlite")
+    camp = smoke_campaign()
+    run_campaign(camp, store, executor_kind="serial", progress=False)
+    rows = list(csv.DictReader(open(store.export(camp.id, tmp_path / "v.csv"), newline="")))
+    assert set(CONFIG_COLUMNS) | {"seed", "config", "claim", "status"} <= set(rows[0])
+    by_key = {c.key: c.config for c in camp.cells}
+    for r in rows:  # every row says what ran, in words, and agrees with the stored configuration
+        cfg = by_key[r["key"]]
+        assert json.loads(r["config"]) == cfg
+        assert (r["family"], int(r["n"]), int(r["N"]), int(r["m"])) == (cfg["family"], cfg["n"], cfg["N"], cfg["m"])
+        assert r["algorithm"] == cfg["algorithm"] and r["order"] == cfg.get("order", "natural")
+        assert r["rounding"] == cfg.get("rounding", "nearest") and r["dtype"] == cfg.get("dtype", "float64")
+        assert r["grid"].startswith(cfg["grid"]["kind"])
+        if cfg["algorithm"] != "rtn":
+            assert r["damping"] in ("lam", "lam_rel", "percdamp") and r[r["damping"]] != ""
+        if cfg["algorithm"] == "qronos":
+            assert r["variant"] and r["mismatch"].startswith(cfg["mismatch"]["kind"])
+    assert any(r["rounding"] == "stochastic" for r in rows) and any(r["algorithm"] == "qronos" for r in rows)
+    js = json.loads(store.export(camp.id, tmp_path / "v.json").read_text())
+    assert js["meta"]["git_commit"] == store.campaigns()[0]["meta"]["git_commit"]
+    for c in js["cells"]:
+        assert set(CONFIG_COLUMNS) <= set(c["columns"]) and c["columns"]["family"] == c["config"]["family"]
+
+
+def test_check_layer_and_audit_json_carry_the_provenance_verify_stores(tmp_path, monkeypatch):
+    from verify.campaign import machine_meta
+    from verify.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.save("W.npy", rng.standard_normal((4, 8)))
+    np.save("X.npy", rng.standard_normal((32, 8)))
+    Path("userq.py").write_text("import algorithms\n\ndef good(W, X, *, grid, lam, rng):\n"
+                                "    return algorithms.optq(W, X, grid=grid, lam=lam, rng=rng).Q\n")
+    assert main(["check-layer", "W.npy", "X.npy", "--seed", "7", "--json", "c.json", "--no-progress"]) == 0
+    assert main(["audit", "userq.py:good", "--families", "tall", "--grids", "gptq", "--no-shrink", "--no-progress",
+                 "--seed", "3", "--json", "a.json"]) == 0
+    meta = machine_meta()
+    for name, seed in (("c.json", 7), ("a.json", 3)):
+        prov = json.loads(Path(name).read_text())["provenance"]
+        assert set(meta) <= set(prov), name  # everything verify stores with a campaign
+        assert prov["seed"] == seed and prov["git_commit"] == meta["git_commit"]
+        assert prov["package_version"] == meta["versions"]["provable-ptq"]
+        assert prov["versions"]["numpy"] == np.__version__
+        assert {"scipy", "torch", "brevitas"} <= set(prov["versions"])

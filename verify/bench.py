@@ -14,6 +14,12 @@ For each shape ``n × N`` (``W`` is ``n × N``: n output features, N input featu
   GPU: ``L⁻¹`` by a triangular solve, then ``L⁻ᵀL⁻¹`` as one GEMM); (3) the Cholesky factor of
   ``H⁻¹`` (GPTQ's ``cholesky(..., upper=True)``); (4) one dense product ``W·U``. The floor is
   their sum and the ratio is OPTQ / floor;
+* the **reference GPTQ** (:mod:`verify.bench_reference`, a plain PyTorch transcription of the
+  reference loop, independent of :mod:`algorithms`) on the same ``W`` and ``X``, from GPTQ's Hessian
+  ``(2/m)·XᵀX`` (formed beforehand, untimed) to ``Q``, for the cases it has (``deterministic`` and
+  ``act_order+g128``; GPTQ has no stochastic rounding), in the same dtype and on the same device;
+  reported with ``optq / reference`` and ``reference / floor`` (``--no-reference`` skips it; skipped
+  with the reason when PyTorch is missing);
 * **Monte Carlo throughput**: ``--mc-trials`` stochastic trials of one weight vector at
   ``N = --mc-n`` as rows of batched runs (:func:`algorithms.trials.optq_trials`, including its
   Hessian and factorization), in trials per second;
@@ -81,6 +87,8 @@ def add_arguments(p):
                    help="Monte Carlo rows per batched run (default cpu 2048, gpu 16384)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     p.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the reference GPTQ loop (verify.bench_reference, PyTorch) timed side by side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
                    help="directory of the JSON results (default benchmarks/results/)")
@@ -153,6 +161,11 @@ class _CPU:
 
     def info(self):
         return {"kind": "cpu", "name": _cpu_model(), "cores": os.cpu_count()}
+
+    def to_torch(self, a):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(a))
 
 
 class _GPU:
@@ -237,6 +250,13 @@ class _GPU:
             "compute_capability": dev.compute_capability, "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
             "cuda_driver": cp.cuda.runtime.driverGetVersion(), "cpu_model": _cpu_model(), "cores": os.cpu_count(),
         }
+
+    def to_torch(self, a):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("this PyTorch has no CUDA support")
+        return torch.from_dlpack(self.cp.ascontiguousarray(a))
 
 
 def _make_device(kind):
@@ -381,16 +401,42 @@ def _entry(ts, cs):
     return {"median_s": _median(ts), "times_s": ts, "cpu_median_s": _median(cs), "cpu_times_s": cs}
 
 
-def _layer(dev, n, N, m, dtype, seed):
-    """W (n × N) and the damped Hessian with GPTQ's percdamp = 0.01 (untimed)."""
+def _layer(dev, n, N, m, dtype, seed, reference=False):
+    """W (n × N) and the damped Hessian with GPTQ's percdamp = 0.01 (untimed); with ``reference``,
+    also ``(W, (2/m)·XᵀX)`` as torch tensors of the same data for the reference loop (or the reason
+    it cannot run, a string)."""
     from algorithms.cholesky import prepare_hessian
 
     rng = np.random.default_rng(seed)
     W = dev.randn(rng, (n, N), dtype) * dtype(0.02)
     X = dev.randn(rng, (m, N), dtype)
     H, lam, _, diagH = prepare_hessian(dev.xp, X, lam=None, percdamp=0.01, dead="zero", dtype=W.dtype)
+    ref = None
+    if reference:
+        from . import bench_reference
+
+        ref = bench_reference.why_unavailable()
+        if ref is None:
+            try:
+                ref = (dev.to_torch(W), bench_reference.hessian(dev.to_torch(X)))
+            except Exception as exc:  # noqa: BLE001 - e.g. a PyTorch without CUDA next to CuPy
+                ref = f"PyTorch cannot take the {dev.kind} arrays ({type(exc).__name__}: {exc})"
     del X
-    return W, H, lam, diagH
+    return W, H, lam, diagH, ref
+
+
+#: the reference GPTQ options of each bench case (GPTQ has no stochastic rounding)
+REFERENCE_CASES = {"deterministic": dict(actorder=False, group=False),
+                   "act_order+g128": dict(actorder=True, group=True)}
+
+
+def _reference(ref, case, block_size):
+    from .bench_reference import fasterquant
+
+    W, H = ref
+    spec = REFERENCE_CASES[case]
+    return fasterquant(W, H, bits=4, sym=True, percdamp=0.01, blocksize=block_size,
+                       groupsize=_group_for(W.shape[1]) if spec["group"] else -1, actorder=spec["actorder"])
 
 
 def _optq_from_hessian(dev, W, H, lam, diagH, case, rng_seed, block_size):
@@ -446,7 +492,9 @@ def run(args) -> int:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    tasks = len(shapes) * ((0 if args.no_floor else 1) + len(cases) + (0 if args.no_memory else 1)) + (1 if mc_trials else 0)
+    ref_cases = [] if args.no_reference else [c for c in cases if c in REFERENCE_CASES]
+    tasks = len(shapes) * ((0 if args.no_floor else 1) + len(cases) + len(ref_cases)
+                           + (0 if args.no_memory else 1)) + (1 if mc_trials else 0)
     bar = tqdm(total=tasks, desc="bench", disable=args.no_progress or tqdm is None, file=sys.stderr) if tqdm else None
 
     def step(label):
@@ -474,6 +522,11 @@ def run(args) -> int:
                     "triangular inverse, column loop, result fields); H = XᵀX untimed",
             "floor": FLOOR_DEFINITION,
             "ratio": "optq median / floor total (cpu_ratio_to_floor: the same with process CPU seconds)",
+            "reference": "verify.bench_reference.fasterquant: the reference GPTQ loop transcribed in PyTorch "
+                         "(min/max 4-bit symmetric grid, percdamp 0.01, lazy blocks of --block-size; act_order+g128: "
+                         "act_order and groups refitted at each group start), from GPTQ's H = (2/m)XᵀX (untimed) "
+                         "to Q, same W, X, dtype and device; ratio_to_reference = optq median / reference median, "
+                         "reference ratio_to_floor = reference median / floor total",
             "monte_carlo": "algorithms.trials.optq_trials(w, X, trials=R, batch_rows=B), whole call "
                            "(Hessian of X with m = N rows, factorization, R stochastic runs); trials/s = R / median; "
                            "setup_s = the same call with one trial; marginal_trials_per_s = (R - 1) / (median - setup_s)",
@@ -489,6 +542,16 @@ def run(args) -> int:
 
         record["config"]["fused_kernel"] = os.environ.get("PTQ_FUSED", "1") not in ("0", "false", "no", "off")
         record["config"]["fused_rows_per_block"] = fused_gpu.ROWS
+    if ref_cases:
+        from . import bench_reference
+
+        why = bench_reference.why_unavailable()
+        if why is None:
+            import torch
+
+            record["versions"]["torch"] = torch.__version__
+            record["config"]["torch_threads"] = torch.get_num_threads()
+        record["config"]["reference"] = why or "verify.bench_reference (PyTorch)"
 
     path = None
     if not args.no_save:
@@ -498,7 +561,7 @@ def run(args) -> int:
     lines = []
     for (n, N) in shapes:
         m = args.samples or N
-        W, H, lam, diagH = _layer(dev, n, N, m, dtype, args.seed)
+        W, H, lam, diagH, ref = _layer(dev, n, N, m, dtype, args.seed, reference=bool(ref_cases))
         res = {"shape": [n, N], "samples": m, "lam": lam}
         if not args.no_floor:
             step(f"{n}x{N} floor")
@@ -526,6 +589,22 @@ def run(args) -> int:
                 entry["cpu_ratio_to_floor"] = entry["cpu_median_s"] / res["floor"]["cpu_total_s"]
             res["optq"][case] = entry
             done()
+        if ref_cases and isinstance(ref, str):
+            res["reference"] = {"skipped": ref}
+            for _ in ref_cases:
+                done()
+        elif ref_cases:
+            res["reference"] = {}
+            for case in ref_cases:
+                step(f"{n}x{N} reference {case}")
+                entry = _entry(*_timeit(dev, lambda: _reference(ref, case, args.block_size), repeats, warmup))
+                if "floor" in res:
+                    entry["ratio_to_floor"] = entry["median_s"] / res["floor"]["total_s"]
+                    entry["cpu_ratio_to_floor"] = entry["cpu_median_s"] / res["floor"]["cpu_total_s"]
+                res["reference"][case] = entry
+                if case in res["optq"]:
+                    res["optq"][case]["ratio_to_reference"] = res["optq"][case]["median_s"] / entry["median_s"]
+                done()
         if not args.no_memory:
             step(f"{n}x{N} memory")
             peak, _ = dev.memory_peak(lambda: _optq_from_hessian(dev, W, H, lam, diagH, "deterministic",
@@ -538,7 +617,7 @@ def run(args) -> int:
         if path is not None:
             _save(path, record)
         lines.append(_format_shape(res))
-        del W, H
+        del W, H, ref
     if mc_trials:
         step(f"Monte Carlo N={mc_n}")
         record["monte_carlo"] = _monte_carlo(dev, mc_n, mc_trials, mc_batch, dtype, args.seed, repeats, warmup,
@@ -580,7 +659,17 @@ def _format_shape(res):
                      f"W@U {f['W@U']['median_s']:.4f})")
     for case, e in res["optq"].items():
         r = f" = {e['ratio_to_floor']:.2f}x floor" if "ratio_to_floor" in e else ""
-        parts.append(f"\n    optq {case:15s} {e['median_s']:.4f} s{r}   (process CPU {e['cpu_median_s']:.4f} s)")
+        rr = f", {e['ratio_to_reference']:.2f}x reference" if "ratio_to_reference" in e else ""
+        parts.append(f"\n    optq      {case:15s} {e['median_s']:.4f} s{r}{rr}"
+                     f"   (process CPU {e['cpu_median_s']:.4f} s)")
+    ref = res.get("reference") or {}
+    if "skipped" in ref:
+        parts.append(f"\n    reference skipped: {ref['skipped']}")
+    for case, e in ref.items():
+        if case == "skipped":
+            continue
+        r = f" = {e['ratio_to_floor']:.2f}x floor" if "ratio_to_floor" in e else ""
+        parts.append(f"\n    reference {case:15s} {e['median_s']:.4f} s{r}   (process CPU {e['cpu_median_s']:.4f} s)")
     if "memory" in res:
         mem = res["memory"]
         parts.append(f"\n    memory peak {mem['peak_bytes_during_call'] / 2 ** 20:.0f} MiB during the call; "

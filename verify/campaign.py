@@ -361,6 +361,16 @@ def machine_meta() -> dict:
     return {
         "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "host": socket.gethostname(),
-        "versions": {p: ver(p) for p in ("provable-ptq", "numpy", "scipy", "sympy", "torch", "cupy-cuda12x")},
+        "versions": {p: ver(p) for p in ("provable-ptq", "numpy", "scipy", "sympy", "torch", "brevitas",
+                                         "cupy-cuda12x")},
         "git_commit": commit, "git_dirty": dirty,
     }
+
+
+def provenance(seed=None) -> dict:
+    """What produced a report: the same record :func:`machine_meta` stores with every campaign
+    (package version, git commit, library versions, Python, platform and machine) plus the ``seed``
+    and ``package_version``; written into the JSON of ``check-layer`` and ``audit``."""
+    meta = machine_meta()
+    return {**meta, "package_version": meta["versions"].get("provable-ptq"),
+            "seed": None if seed is None else int(seed)}

@@ -1,7 +1,9 @@
 """Where campaign cells run: ``concurrent.futures``-style executors.
 
 * ``"process"`` (default): local worker processes (``spawn``; BLAS limited to one thread per
-  worker so that workers do not oversubscribe the cores);
+  worker so that workers do not oversubscribe the cores; each worker exits when the process that
+  started it is gone, so a ``kill -9`` of a campaign leaves no orphaned workers, and with them the
+  ``multiprocessing`` resource tracker exits too);
 * ``"serial"``: in this process (debugging, tests, one core);
 * ``"dask"``: a Dask distributed cluster (``--scheduler ADDRESS``, or a ``LocalCluster`` when no
   address is given), through ``Client.get_executor()``; needs the ``dist`` extra.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import threading
+import time
 from contextlib import contextmanager
 
 __all__ = ["EXECUTORS", "executor"]
@@ -34,6 +38,56 @@ def _one_blas_thread():
         threadpool_limits(1)
     except ImportError:
         pass
+
+
+#: seconds between two looks of a worker at its parent
+PARENT_POLL_S = 0.5
+
+
+def _exit_with_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> None:
+    """In a worker: exit as soon as the process that started it (``parent_pid``) is gone.
+
+    A watchdog thread compares ``os.getppid()`` with ``parent_pid`` (a worker whose parent died is
+    re-parented, to init or a subreaper) and ends the worker with ``os._exit``; on Linux the kernel is
+    also asked to send SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``), where ctypes and
+    libc allow it. Portable: without prctl the watchdog alone does it."""
+    _pdeathsig()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ptq-parent-watchdog", daemon=True).start()
+
+
+def _pdeathsig() -> None:
+    """Linux: SIGKILL this process when the thread that started it exits (best effort, silent otherwise).
+
+    Used only with the watchdog: the kernel signal follows the creating *thread*, and the pool starts
+    its workers from the thread that submits, which lives as long as the campaign."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except Exception:  # noqa: BLE001 - no libc prctl: the watchdog covers it
+        pass
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Worker initializer: one BLAS thread, and exit with the parent."""
+    _exit_with_parent(parent_pid)
+    _one_blas_thread()
 
 
 class SerialExecutor(cf.Executor):
@@ -97,7 +151,7 @@ def executor(kind: str = "process", *, workers: int | None = None, scheduler: st
         for v in _THREAD_VARS:
             os.environ[v] = "1"
         pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                      initializer=_one_blas_thread)
+                                      initializer=_worker_init, initargs=(os.getpid(),))
         try:
             yield pool
         except BaseException:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
+import socket
+import threading
+import time
+import uuid
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -11,46 +16,139 @@ from tqdm.auto import tqdm
 from ._atomic import atomic_path
 from .campaign import Campaign, cell_seed, machine_meta, run_cell
 from .executor import SerialExecutor, executor
-from .store import Store
+from .store import LIVE_OWNERS, Store
 
 __all__ = ["run_campaign", "summarize", "format_summary", "write_json"]
+
+
+#: seconds between two heartbeats of a run's claims
+HEARTBEAT_S = 5.0
+#: a claim whose heartbeat is older than this (seconds) is taken over by another run
+STALE_AFTER_S = 120.0
+#: seconds between two looks at the store while the remaining cells are computed by other runs
+WAIT_POLL_S = 1.0
 
 
 def run_campaign(campaign: Campaign, store: Store, *, executor_kind: str = "process", workers: int | None = None,
                  scheduler: str | None = None, progress: bool = True, limit: int | None = None) -> dict:
     """Run every cell of ``campaign`` not yet in ``store``; each finished cell is committed at once.
 
+    Several runs may share one store: each claims the cells it computes, a few at a time
+    (:meth:`Store.claim`), so concurrent runs split the work and every cell is computed and stored
+    once; a run that finds the remaining cells claimed by other live runs waits for them (the progress
+    bar counts the cells the store holds), then summarises. Claims of a run that died are taken over.
+
     ``limit``: run at most this many pending cells (then stop; a later call continues).
     Returns :func:`summarize` of the campaign.
     """
     store.open_campaign(campaign.id, campaign.name, campaign.to_dict(), machine_meta())
-    done = store.done_keys(campaign.id)
-    pending = [c for c in campaign.cells if c.key not in done]
-    if limit is not None:
-        pending = pending[: max(0, int(limit))]
+    since = time.time()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    keys = [c.key for c in campaign.cells]
+    by_key = {c.key: c for c in campaign.cells}
+    budget = None if limit is None else max(0, int(limit))
     alpha, eta = campaign.alpha_per_test, campaign.eta
-    bar = tqdm(total=len(campaign.cells), initial=len(campaign.cells) - len(
-        [c for c in campaign.cells if c.key not in done]), desc=f"{campaign.name}", unit="cell",
-        disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(keys), initial=_stored(store, campaign.id, keys), desc=f"{campaign.name}", unit="cell",
+               disable=not progress, dynamic_ncols=True)
 
     def args(c):
         return (c.key, c.study, c.config, cell_seed(campaign.seed, c.seed_key))
 
+    LIVE_OWNERS.add(owner)
+    beat = _Heartbeat(store, campaign.id, owner)
+    beat.start()
     try:
         with executor(executor_kind, workers=workers, scheduler=scheduler) as ex:
-            if isinstance(ex, SerialExecutor):
-                for c in pending:
-                    rec = run_cell(*args(c), alpha=alpha, eta=eta)
-                    store.put_cell(campaign.id, rec)
-                    bar.update(1)
-            else:
-                futs = [ex.submit(run_cell, *args(c), alpha=alpha, eta=eta) for c in pending]
-                for f in cf.as_completed(futs):
-                    store.put_cell(campaign.id, f.result())
-                    bar.update(1)
+            capacity = _capacity(ex, workers)
+            attempted: set[str] = set()  # keys this run has submitted (each at most once)
+            running: dict = {}  # future -> key
+            while True:
+                room = capacity - len(running)
+                if budget is not None:
+                    room = min(room, budget - len(attempted))
+                claimed, held = [], 0
+                if room > 0:
+                    claimed, held = store.claim(campaign.id, [k for k in keys if k not in attempted], owner, room,
+                                                since=since, stale_after=STALE_AFTER_S)
+                for k in claimed:
+                    attempted.add(k)
+                    running[ex.submit(run_cell, *args(by_key[k]), alpha=alpha, eta=eta)] = k
+                if running:
+                    done, _ = cf.wait(list(running), timeout=WAIT_POLL_S if held else None,
+                                      return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        running.pop(f)
+                        store.put_cell(campaign.id, f.result())
+                    _show(bar, store, campaign.id, keys, held)
+                    continue
+                if not held:
+                    break  # nothing left to run (or this run's limit is reached)
+                # every remaining cell is being computed by another run: wait for it
+                _show(bar, store, campaign.id, keys, held)
+                time.sleep(WAIT_POLL_S)
     finally:
+        beat.stop()
+        LIVE_OWNERS.discard(owner)
+        try:
+            store.release(campaign.id, owner)
+            _show(bar, store, campaign.id, keys, 0)
+        except Exception:  # noqa: BLE001 - the claims are taken over once this process is gone
+            pass
         bar.close()
     return summarize(store, campaign)
+
+
+def _capacity(ex, workers: int | None) -> int:
+    """How many cells to keep claimed and in flight: one in this process; about two per worker otherwise
+    (so that a worker never waits for the next claim)."""
+    if isinstance(ex, SerialExecutor):
+        return 1
+    n = workers
+    if n is None:
+        client = getattr(ex, "_client", None)  # a Dask executor: its cluster's threads
+        try:
+            n = sum(client.nthreads().values()) if client is not None else None
+        except Exception:  # noqa: BLE001
+            n = None
+    return 2 * max(1, n or os.cpu_count() or 1)
+
+
+def _stored(store: Store, campaign_id: str, keys) -> int:
+    done = store.done_keys(campaign_id)
+    return sum(k in done for k in keys)
+
+
+def _show(bar, store: Store, campaign_id: str, keys, held: int) -> None:
+    """Progress: the cells the store holds (computed by this run or another), and how many other runs hold."""
+    if bar.disable:
+        return
+    bar.n = _stored(store, campaign_id, keys)
+    bar.set_postfix_str(f"{held} claimed by other runs" if held else "", refresh=False)
+    bar.refresh()
+
+
+class _Heartbeat:
+    """A thread that keeps a run's claims alive (:meth:`Store.heartbeat` every :data:`HEARTBEAT_S` s)."""
+
+    def __init__(self, store: Store, campaign_id: str, owner: str):
+        self._args = (store, campaign_id, owner)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ptq-claims-heartbeat", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        store, cid, owner = self._args
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                store.heartbeat(cid, owner)
+            except Exception:  # noqa: BLE001 - a busy store: the next beat tries again
+                pass
 
 
 def summarize(store: Store, campaign: Campaign | str) -> dict:

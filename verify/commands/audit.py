@@ -98,9 +98,17 @@ def add_arguments(p):
     p.add_argument("--debug", action="store_true", help="print tracebacks of failed cases and internal errors")
 
 
-def _write_json(args, rep):
+def _write_json(args, rep, adapter=None):
     if args.json:
-        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
+        from ..campaign import provenance
+
+        d = rep.to_dict()
+        # what produced the report: the same record verify stores with a campaign, plus the seed
+        d["provenance"] = provenance(seed=args.seed)
+        if adapter is not None:
+            d["provenance"]["implementation"] = {"name": adapter.name, "library": adapter.library,
+                                                 "version": adapter.version()}
+        Path(args.json).write_text(json.dumps(d, indent=1, sort_keys=True, default=str))
 
 
 def _list() -> int:
@@ -153,7 +161,7 @@ def _run_impl(args) -> int:
         if args.debug:
             traceback.print_exc()
         return 4
-    _write_json(args, rep)
+    _write_json(args, rep, a)
     if rep.problem:
         print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
         return rep.exit_code()
