@@ -20,71 +20,12 @@ import algorithms as A
 torch = pytest.importorskip("torch")
 
 
-# ---------------------------------------------------------------------------------------------
-# A plain-torch transcription of the reference algorithm's documented semantics (min/max quantizer,
+# The plain-torch transcription of the reference algorithm's documented semantics (min/max quantizer,
 # lazy batches of `blocksize` columns, groups refitted at each group start, static groups fitted on
-# the original weights, act_order by diag(H) with the result un-permuted). Written independently
-# of the package (no shared code) to pin the conventions.
-# ---------------------------------------------------------------------------------------------
-def _fit(x, bits, sym):
-    maxq = 2**bits - 1
-    lo = torch.clamp(x.min(dim=1).values, max=0.0)
-    hi = torch.clamp(x.max(dim=1).values, min=0.0)
-    if sym:
-        hi = torch.maximum(lo.abs(), hi)
-        lo = torch.where(lo < 0, -hi, lo)
-    flat = (lo == 0) & (hi == 0)
-    lo = torch.where(flat, torch.full_like(lo, -1.0), lo)
-    hi = torch.where(flat, torch.full_like(hi, 1.0), hi)
-    scale = (hi - lo) / maxq
-    zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-lo / scale)
-    return scale[:, None], zero[:, None], maxq
-
-
-def _q(x, scale, zero, maxq):
-    return scale * (torch.clamp(torch.round(x / scale) + zero, 0, maxq) - zero)
-
-
-def reference_gptq(W, X, *, bits, sym=True, percdamp=0.01, blocksize=128, groupsize=-1,
-                   actorder=False, static_groups=False):
-    W = torch.tensor(W, dtype=torch.float64)
-    Xt = torch.tensor(X, dtype=torch.float64)
-    m, N = Xt.shape
-    H = (2.0 / m) * Xt.T @ Xt
-    scale, zero, maxq = _fit(W, bits, sym)  # per row, from W as given
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    groups = []
-    if static_groups:
-        groups = [_fit(W[:, j:j + groupsize], bits, sym) for j in range(0, N, groupsize)]
-    if actorder:
-        perm = torch.argsort(torch.diag(H), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
-    H[range(N), range(N)] += percdamp * torch.mean(torch.diag(H))
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    Q = torch.zeros_like(W)
-    for b1 in range(0, N, blocksize):
-        b2 = min(b1 + blocksize, N)
-        Wb = W[:, b1:b2].clone()
-        Eb = torch.zeros_like(Wb)
-        for i in range(b2 - b1):
-            col = b1 + i
-            if groupsize != -1:
-                if static_groups:
-                    scale, zero, maxq = groups[int(perm[col] if actorder else col) // groupsize]
-                elif col % groupsize == 0:
-                    scale, zero, maxq = _fit(W[:, col:col + groupsize], bits, sym)
-            w = Wb[:, i]
-            q = _q(w[:, None], scale, zero, maxq)[:, 0]
-            Q[:, col] = q
-            err = (w - q) / Hinv[col, col]
-            Wb[:, i:] -= err[:, None] * Hinv[col, b1 + i:b2][None, :]
-            Eb[:, i] = err
-        W[:, b2:] -= Eb @ Hinv[b1:b2, b2:]
-    if actorder:
-        Q = Q[:, torch.argsort(perm)]
-    return Q.numpy()
+# the original weights, act_order by diag(H) with the result un-permuted) lives in
+# verify/bench_reference.py, written independently of `algorithms` (no shared code; a test checks
+# it imports nothing from there), so the benchmark times exactly what these tests pin.
+from verify.bench_reference import reference_gptq  # noqa: E402
 
 
 def _layer(seed, m=96, N=32, n=6, dead=()):
