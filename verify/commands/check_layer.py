@@ -46,6 +46,23 @@ def add_arguments(p):
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = p.add_argument_group("checking a Q made elsewhere (verify.packed)")
+    q.add_argument("--q", default=None, metavar="SPEC",
+                   help="check this quantized weight instead of quantizing: a dense Q n × N (.npy, .npz[:key], "
+                        ".safetensors[:key]; float64/32/16, bfloat16) on the grid of --bits/--group-size/--asym or "
+                        "--delta/--K or --scales/--zeros; or a GPTQ (qweight/qzeros/scales/g_idx) or "
+                        "compressed-tensors (weight_packed/weight_scale/...) layer: FILE[:PREFIX]")
+    q.add_argument("--q-format", default="auto", choices=("auto", "dense", "gptq", "compressed-tensors"),
+                   help="format of --q (default: by the tensors' names)")
+    q.add_argument("--q-kind", default="optq", choices=("optq", "qronos-projection", "qronos-original"),
+                   help="the algorithm Q claims to be the output of (default optq; qronos-* need --x-tilde)")
+    q.add_argument("--precision", default=None, choices=("float64", "float32", "float16", "bfloat16"),
+                   help="working precision Q was computed in (default: the dtype Q, or its scales, were stored in)")
+    q.add_argument("--scales", default=None, help="dense Q: per-row (n), per-group (n × G) or per-entry steps")
+    q.add_argument("--zeros", default=None, help="dense Q with --scales: zero points (codes 0..2^bits−1)")
+    q.add_argument("--g-idx", dest="g_idx", default=None, help="dense Q with per-group --scales: group of each feature")
+    q.add_argument("--zero-convention", default="auto", choices=("auto", "gptq-v1", "gptq-v2"),
+                   help="GPTQ qzeros: stored as zero − 1 (gptq-v1, classic) or as is (gptq-v2); default: detect")
 
 
 def load_array(spec: str, name: str) -> np.ndarray:
@@ -150,6 +167,14 @@ def run(args) -> int:
         else:
             grid = A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size,
                                static_groups=args.static_groups)
+        given = None
+        if getattr(args, "q", None):  # a Q made elsewhere: read it (and its grid) instead of quantizing
+            from .. import packed
+
+            given = packed.read_q(args.q, W=W, fmt=args.q_format, grid=grid, scales=args.scales, zeros=args.zeros,
+                                  g_idx=args.g_idx, bits=None if args.bits == 4 else args.bits,
+                                  zero_convention=args.zero_convention)
+            grid = given.grid
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
@@ -165,6 +190,13 @@ def run(args) -> int:
         plan.append(("optq on X_tilde", lambda: A.optq(Wr, Xt, **kw), dict(X_tilde=Xt)))
         for v in ("projection", "original"):
             plan.append((f"qronos-{v}", lambda v=v: A.qronos(Wr, X, Xt, variant=v, **kw), dict(X_tilde=Xt, W=Wr)))
+    if given is not None:  # --q: check the given Q under --q-kind, nothing is quantized here
+        plan = []
+        try:
+            runs.append(packed.check_given(given, args, W, X, Xt))
+        except ValueError as exc:
+            print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+            return EXIT["bad input"]
     with tqdm(total=len(plan), desc="check-layer", unit="run", disable=args.no_progress,
               dynamic_ncols=True, leave=False) as bar:
         for label, quantize, extra in plan:
@@ -182,6 +214,12 @@ def run(args) -> int:
     report = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, "shape": {"n": W.shape[0], "N": W.shape[1],
               "m": X.shape[0]}, "grid": grid.to_dict(), "order": args.order, "rounding": args.rounding,
               "trials": args.trials, "runs": []}
+    from ..campaign import provenance
+
+    # what produced the report: the same record verify stores with a campaign, plus the seed
+    report["provenance"] = provenance(seed=args.seed)
+    if given is not None:
+        report["q"] = given.info
     statuses = []
     for label, res, run, verdicts in runs:
         rows = []
