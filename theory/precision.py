@@ -17,8 +17,9 @@ two float64 re-evaluations of its output ``Q`` and one measurement:
   the entries of one row share the factorization's error, whose realisation differs between
   arrangements of the same arithmetic (blocked or not, another factorization path, another BLAS),
   so the row's maximum is used; ``F`` (:data:`F_REF`) covers those differences (measured: the
-  package's own float32 loop stays within 2.1× the row maximum of the reference over seven data
-  families, cond(H_λ) from 1e2 to 6e8); the last term is the rounding of ``z/δ`` and the storage
+  package's own float32 loop stays within 2.1× the row maximum of the reference over seven synthetic
+  data families, cond(H_λ) from 1e2 to 6e8, and within 32× on the linear layers of SmolLM2-135M,
+  where 16 was too small on 3 of 2961 cells); the last term is the rounding of ``z/δ`` and the storage
   of ``q`` in precision ``p`` (a weight exactly on a half step rounds either way in float32).
 * A run that carries its own loop record is judged with its *measured* deviation
   ``|z_record − z*|`` (exact, since the loop rounded its own ``z``), after checking that the record
@@ -42,7 +43,7 @@ from ._array import as64, eps
 __all__ = ["F_REF", "U_ULP", "NU_MAX", "BLOCK", "reference_z", "implied_errors", "allowance"]
 
 #: factor on the measured reference deviation (other arrangements of the same arithmetic)
-F_REF = 16.0
+F_REF = 64.0
 #: ulps of |z| + |q| + δ for the rounding of z/δ and the storage of q
 U_ULP = 4.0
 #: above this allowance (in steps) a row is out of scope for precision

@@ -44,7 +44,9 @@ def _run_env(a, py, families, seed):
         out = Path(d) / "r.json"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         p = subprocess.run([str(py), "-m", "verify.cli", "audit", "--impl", a.name, "--families", ",".join(families),
-                            "--seed", str(seed), "--json", str(out)], env=env, capture_output=True, text=True)
+                            "--seed", str(seed), "--json", str(out), "--no-progress",
+                            "--out", str(ROOT / "results" / "field-audit-counterexamples" / a.name)],
+                           env=env, capture_output=True, text=True)
         if not out.exists():
             return {"status": "error", "exit_code": p.returncode, "problem": (p.stderr or p.stdout)[-400:]}
         return json.loads(out.read_text())
