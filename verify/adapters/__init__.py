@@ -107,9 +107,10 @@ def _registry() -> dict:
     from . import brevitas as _brevitas
     from . import gptqmodel as _gptqmodel
     from . import llmcompressor as _llmcompressor
+    from . import quark as _quark
 
     out = {}
-    for mod in (_brevitas, _llmcompressor, _gptqmodel):
+    for mod in (_brevitas, _llmcompressor, _gptqmodel, _quark):
         for a in mod.ADAPTERS:
             out[a.name] = a
     return out

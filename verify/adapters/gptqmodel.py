@@ -97,6 +97,76 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     return AdapterResult(Q=Q, used=used)
 
 
+def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128, alpha=None):
+    """gptqmodel's GPTAQ (``gptqmodel.quantization.gptaq.GPTAQ``, through ``hf_quantize``) on one
+    ``nn.Linear``: ``X_tilde`` the inputs of the quantized model (what ``add_batch`` receives),
+    ``X`` the float model's (its native inputs); ``alpha`` gptqmodel's default (0.25) unless given.
+
+    Mapping as :func:`gptq`: ``H = (2/B)·X̃ᵀX̃`` normalised by the number of *requests* ``B`` (fed as
+    ``m`` requests of one token: ``(2/m)X̃ᵀX̃``), ``ΔXX̃ᵀ = (2/m)(X − X̃)ᵀX̃``; the per-row grid fitted
+    on W before the dead features are zeroed, static groups after; act_order by
+    ``torch.argsort(diag H, descending=True)``, the column order restored for every grid; an
+    on-the-fly group is fitted from W as of the start of the lazy block (``W1`` is a clone), so
+    groups fitted on the fly run with blocks of one group."""
+    import torch
+    from gptqmodel.looper.named_module import NamedModule
+    from gptqmodel.looper.native_processor import NATIVE_INPUTS_STATE_KEY
+    from gptqmodel.quantization import QuantizeConfig
+    from gptqmodel.quantization.config import GPTAQConfig
+    from gptqmodel.quantization.gptaq import GPTAQ
+
+    if order not in ("natural", "decreasing"):
+        raise Decline(f"order {order!r}: gptqmodel's GPTAQ has natural order and desc_act (decreasing) here")
+    _check_grid(grid)
+    W = np.array(W, dtype=np.float64, copy=True)
+    X = np.array(X, dtype=np.float64, copy=True)
+    Xt = np.array(X_tilde, dtype=np.float64, copy=True)
+    m, N = Xt.shape
+    n = W.shape[0]
+    group = int(grid.group_size) if grid.group_size else -1
+    if group > 0 and N % group:
+        raise Decline(f"gptqmodel: N={N} is not a multiple of the group size {group}")
+    if group > 0 and not grid.static_groups:
+        blocksize = group
+    lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(W))
+    named = NamedModule(lin, name="layer", full_name="model.layers.0.layer", layer_index=0)
+    named.state[NATIVE_INPUTS_STATE_KEY] = [torch.from_numpy(X).reshape(m, 1, N)]
+    qcfg = QuantizeConfig(bits=int(grid.bits), group_size=group, sym=bool(grid.sym), desc_act=order == "decreasing",
+                          act_group_aware=False,
+                          gptaq=GPTAQConfig(**({} if alpha is None else {"alpha": float(alpha)})))
+    g = GPTAQ(named, qcfg)
+    g.quantizer.configure(perchannel=True)
+    g.add_batch(torch.from_numpy(Xt).reshape(m, 1, N), None)  # m requests of one token
+    H32 = (torch.from_numpy(Xt).float().T @ torch.from_numpy(Xt).float()) * (2.0 / m)
+    d = torch.diagonal(H32).double().numpy().copy()
+    d[d == 0] = 1.0
+    percdamp = percdamp_for(lam, d, 2.0 / m)
+    with recording_argsort(torch) as sorts, torch.no_grad():
+        scale, zero, g_idx, _dur, avg_loss, damp_used = g.hf_quantize(
+            blocksize=blocksize, percdamp=percdamp, damp_auto_increment=0.0, group_size=group,
+            actorder=order == "decreasing", static_groups=bool(grid.static_groups), act_group_aware=False)
+    Q = lin.weight.detach().double().numpy().copy()
+    perm = next((p for p in sorts if p.shape == (N,)), None) if order == "decreasing" else np.arange(N)
+    fallback = None
+    if float(damp_used) != float(percdamp):
+        fallback = f"damping changed by gptqmodel: damp_percent {percdamp:.6g} → {float(damp_used):.6g}"
+    used = {"scales": np.asarray(scale.detach().double().cpu()).tolist() if hasattr(scale, "detach") else None,
+            "zero_points": np.asarray(zero.detach().double().cpu()).tolist() if hasattr(zero, "detach") else None,
+            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
+            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
+            "alpha": float(qcfg.gptaq.alpha), "percdamp": percdamp, "damp_percent_used": float(damp_used),
+            "damping": f"damp_percent={percdamp:.6g} of mean diag((2/m)X̃ᵀX̃) (dead → 1) = λ·2/m",
+            "hessian": "H = (2/m)X̃ᵀX̃, dXXT = (2/m)(X − X̃)ᵀX̃ over m requests of 1 token, float32",
+            "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
+            "dead_features": np.flatnonzero(dead_mask(Xt)).tolist(),
+            "order": None if perm is None else [int(i) for i in perm],
+            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N)),
+            "avg_loss": float(avg_loss), "fallback": fallback}
+    return AdapterResult(Q=Q, used=used)
+
+
 ADAPTERS = (
     Adapter(name="gptqmodel-gptq", library="gptqmodel", module="gptqmodel.quantization.gptq", kind="optq",
             proved=True, quantizer=gptq, install=INSTALL, orders=("natural", "decreasing"),
@@ -115,5 +185,24 @@ ADAPTERS = (
                                       "the default blocksize its Q is off the audit's grid (~35-40% of entries agree "
                                       "with optq on 8×32 layers); run with blocksize = group size, where both "
                                       "conventions coincide (then 100% agree)"),
+            )),
+    Adapter(name="gptqmodel-gptaq", library="gptqmodel", module="gptqmodel.quantization.gptaq", kind="other",
+            audit_kind="qronos-projection", proved=False, quantizer=gptaq, install=INSTALL,
+            orders=("natural", "decreasing"), grids=("gptq", "gptq-group", "gptq-static", "symmetric"),
+            precision="float32", algorithm="gptqmodel.quantization.gptaq.GPTAQ.quantize (via hf_quantize)",
+            conventions=(
+                ("algorithm", "GPTAQ (asymmetric calibration, GPTQv2; alpha = 0.25): GPTQ's loop on H = (2/m)X̃ᵀX̃ with "
+                              "an extra correction P = alpha·triu₁(ΔXX̃ᵀ·Uᵀ)·U (U the upper Cholesky factor of H⁻¹); not OPTQ "
+                              "nor Qronos: audited with mismatched inputs against qronos-projection's claims as "
+                              "empirical questions"),
+                ("hessian", "normalised by the number of calibration requests (batches), not tokens; the adapter "
+                            "feeds m requests of one token, so H = (2/m)X̃ᵀX̃"),
+                ("damping", "damp_percent × mean diag((2/m)X̃ᵀX̃) (dead → 1); mapped from λ exactly; "
+                            "damp_auto_increment set to 0"),
+                ("grids", "fits GPTQ's min/max grid itself (per row before dead zeroing, static groups after)"),
+                ("act_order", "desc_act: torch.argsort(diag H, descending=True), not stable; no GAR ordering in GPTAQ"),
+                ("on-the-fly groups", "fitted from W as of the start of the lazy block (W1 is a clone): run with "
+                                      "blocksize = group size, where this is the audit's fit"),
+                ("precision", "float32 (weights cloned with .float(), Hessian float32)"),
             )),
 )
