@@ -26,26 +26,7 @@ import traceback
 from pathlib import Path
 
 from ..audit import CONTRACT, FAMILIES, GRIDS, KINDS, ORDERS, PRECISIONS, audit, load_quantizer
-
-
-def _trials(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1 (trials per stochastic case), got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1 (trials per stochastic case; e.g. 1200), got {v}")
-    return v
-
-
-def _alpha(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {s!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (a false-alarm rate, e.g. 1e-4), got {v}")
-    return v
+from ..cli import open_unit_interval, positive_int
 
 
 def _choices(allowed, what):
@@ -86,10 +67,10 @@ def add_arguments(p):
                    help="the quantizer's working precision (default auto: inferred from the dtype of the Q it returns)")
     p.add_argument("--families", default=",".join(FAMILIES), type=_choices(FAMILIES, "families"),
                    help="comma-separated data families")
-    p.add_argument("--trials", type=_trials, default=1200,
+    p.add_argument("--trials", type=positive_int, default=1200,
                    help="trials per case for stochastic rounding (≥ 1; default 1200: enough for the power the checker requires)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=_alpha, default=1e-4, help="family-wise false-alarm rate (default 1e-4)")
+    p.add_argument("--alpha", type=open_unit_interval, default=1e-4, help="family-wise false-alarm rate (default 1e-4)")
     p.add_argument("--stop-at-first", action="store_true", help="stop at the first failing case")
     p.add_argument("--no-shrink", action="store_true", help="do not search a minimal counterexample")
     p.add_argument("--out", default="ptq-audit", help="where counterexamples go (default ptq-audit/)")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..campaigns import CAMPAIGNS, FULL_COVERAGE, get_campaign
+from ..cli import nonneg_int
 from ..executor import EXECUTORS
 from ..runner import format_summary, run_campaign, write_json
 from ..store import Store
@@ -29,7 +30,7 @@ CAMPAIGN_CHOICES = (*CAMPAIGNS, "real-llm")
 def add_arguments(p):
     p.add_argument("--campaign", default="default",
                    help=f"which campaign: {', '.join(CAMPAIGN_CHOICES)} (default: default)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="campaign seed, an integer ≥ 0 (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="campaign seed, an integer ≥ 0 (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
     p.add_argument("--store", default=None, help="result store file (default OUT/store.sqlite)")
     p.add_argument("--json", default=None, help="summary JSON path (default OUT/<campaign>-summary.json)")
@@ -42,31 +43,16 @@ def add_arguments(p):
     p.add_argument("--model", default="smollm2-135m", help="real-llm: model name (default smollm2-135m)")
     p.add_argument("--layers", default=None, help="real-llm: comma-separated layer names or patterns")
     p.add_argument("--tokens", type=int, default=None, help="real-llm: calibration tokens")
-    p.add_argument("--recheck", type=_nonneg_int, default=8, metavar="K",
+    p.add_argument("--recheck", type=nonneg_int, default=8, metavar="K",
                    help="re-run in float64 the K worst float32 cells whose deterministic bounds show a ratio above 1 "
                         "within the float32 tolerance (default 8; 0: none)")
-    p.add_argument("--recheck-precision", type=_nonneg_int, default=8, metavar="K",
+    p.add_argument("--recheck-precision", type=nonneg_int, default=8, metavar="K",
                    help="re-run in float64 the K float32 cells with the most rows out of scope because the loop's "
                         "float32 precision could not resolve a claim (default 8; 0: none)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="real-llm: the quick subset, blk.0.attn_q and every layer of blk.1 (the default)")
     size.add_argument("--full", action="store_true", help="real-llm: all 210 linear layers")
-
-
-def _nonneg_int(s: str) -> int:
-    import argparse
-
-    try:
-        k = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {s!r}") from None
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {k}")
-    return k
-
-
-EXIT_BAD_INPUT = 2  # theory.verdicts.EXIT["bad input"], without importing theory for a bad command line
 
 
 def _bad(msg: str) -> int:
