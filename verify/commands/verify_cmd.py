@@ -55,6 +55,9 @@ def add_arguments(p):
     size.add_argument("--full", action="store_true", help="real-llm: all 210 linear layers")
 
 
+EXIT_BAD_INPUT = 2  # theory.verdicts.EXIT["bad input"], without importing theory for a bad command line
+
+
 def _bad(msg: str) -> int:
     print(f"ptq-bounds verify: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
