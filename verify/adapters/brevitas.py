@@ -24,7 +24,6 @@ Mapping of the audit's configuration to brevitas:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from functools import partialmethod
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..audit import Decline
 from . import Adapter, AdapterResult
+from ._gptq_common import recording_argsort
 
 INSTALL = "pip install 'provable-ptq[brevitas]' (brevitas==0.13.4, torch==2.13.0)"
 
@@ -166,28 +166,6 @@ def _run_modes(mode, layer, X, Xt, **kw):
     return Q, [c for c in caught if "Failed" in c]
 
 
-@contextlib.contextmanager
-def _recording_argsort():
-    """Record the results of ``torch.argsort(..., descending=True)`` calls made inside (brevitas' act_order
-    permutation), calling torch's own function."""
-    import torch
-
-    orig = torch.argsort
-    seen = []
-
-    def spy(*a, **k):
-        r = orig(*a, **k)
-        if k.get("descending"):
-            seen.append(r.detach().cpu().numpy().astype(np.int64).copy())
-        return r
-
-    torch.argsort = spy
-    try:
-        yield seen
-    finally:
-        torch.argsort = orig
-
-
 def gptq(W, X, *, grid, lam, rng=None, order="natural"):
     """brevitas' GPTQ (``gptq_mode``) on one QuantLinear layer."""
     from brevitas.graph.gptq import GPTQ, gptq_mode
@@ -205,7 +183,9 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural"):
     num_blocks = max(1, math.ceil(N / 128))
     cls = type("GPTQAtDamping", (GPTQ,), {"single_layer_update": partialmethod(GPTQ.single_layer_update,
                                                                                percdamp=percdamp)})
-    with _recording_argsort() as sorts:
+    import torch
+
+    with recording_argsort(torch) as sorts:
         Q, failed = _run_modes(gptq_mode, layer, X, X, act_order=act_order, num_blocks=num_blocks, gptq_class=cls)
     dead = np.flatnonzero(np.sum(X * X, axis=0) == 0)
     perm = np.argsort(-d, kind="stable") if act_order else np.arange(N)
