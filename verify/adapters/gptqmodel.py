@@ -41,6 +41,39 @@ def _check_grid(grid):
         raise Decline("gptqmodel: per-tensor grids are not mapped")
 
 
+def _quantize(g, lin, D, lam, grid, group, blocksize, order):
+    """Run gptqmodel's ``hf_quantize`` on ``g`` (a GPTQ or GPTAQ holding the Hessian of the loop data
+    ``D``), with λ mapped to its ``damp_percent``; ``(Q, used)`` with what was actually applied."""
+    import torch
+
+    m, N = D.shape
+    # the diagonal gptqmodel will hold (float32, dead → 1), for the damping map
+    H32 = (torch.from_numpy(D).float().T @ torch.from_numpy(D).float()) * (2.0 / m)
+    d = torch.diagonal(H32).double().numpy().copy()
+    d[d == 0] = 1.0
+    percdamp = percdamp_for(lam, d, 2.0 / m)
+    with recording_argsort(torch) as sorts, torch.no_grad():
+        scale, zero, g_idx, _dur, avg_loss, damp_used = g.hf_quantize(
+            blocksize=blocksize, percdamp=percdamp, damp_auto_increment=0.0, group_size=group,
+            actorder=order == "decreasing", static_groups=bool(grid.static_groups), act_group_aware=False)
+    Q = lin.weight.detach().double().numpy().copy()
+    perm = next((p for p in sorts if p.shape == (N,)), None) if order == "decreasing" else np.arange(N)
+    fallback = None
+    if float(damp_used) != float(percdamp):
+        fallback = f"damping changed by gptqmodel: damp_percent {percdamp:.6g} → {float(damp_used):.6g}"
+    used = {"scales": np.asarray(scale.detach().double().cpu()).tolist() if hasattr(scale, "detach") else None,
+            "zero_points": np.asarray(zero.detach().double().cpu()).tolist() if hasattr(zero, "detach") else None,
+            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
+            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
+            "percdamp": percdamp, "damp_percent_used": float(damp_used),
+            "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
+            "dead_features": np.flatnonzero(dead_mask(D)).tolist(),
+            "order": None if perm is None else [int(i) for i in perm],
+            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N)),
+            "avg_loss": float(avg_loss), "fallback": fallback}
+    return Q, used
+
+
 def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     """gptqmodel's GPTQ (``GPTQ.hf_quantize``) on one ``nn.Linear``."""
     import torch
@@ -69,31 +102,9 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     g = GPTQ(lin, qcfg)
     g.quantizer.configure(perchannel=True)  # as gptqmodel's GPTQProcessor does
     g.add_batch(torch.from_numpy(X)[None], None)
-    # the diagonal gptqmodel will hold (float32, dead → 1), for the damping map
-    H32 = (torch.from_numpy(X).float().T @ torch.from_numpy(X).float()) * (2.0 / m)
-    d = torch.diagonal(H32).double().numpy().copy()
-    d[d == 0] = 1.0
-    percdamp = percdamp_for(lam, d, 2.0 / m)
-    with recording_argsort(torch) as sorts, torch.no_grad():
-        scale, zero, g_idx, _dur, avg_loss, damp_used = g.hf_quantize(
-            blocksize=blocksize, percdamp=percdamp, damp_auto_increment=0.0, group_size=group,
-            actorder=order == "decreasing", static_groups=bool(grid.static_groups), act_group_aware=False)
-    Q = lin.weight.detach().double().numpy().copy()
-    perm = next((p for p in sorts if p.shape == (N,)), None) if order == "decreasing" else np.arange(N)
-    fallback = None
-    if float(damp_used) != float(percdamp):
-        fallback = f"damping changed by gptqmodel: damp_percent {percdamp:.6g} → {float(damp_used):.6g}"
-    used = {"scales": np.asarray(scale.detach().double().cpu()).tolist() if hasattr(scale, "detach") else None,
-            "zero_points": np.asarray(zero.detach().double().cpu()).tolist() if hasattr(zero, "detach") else None,
-            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
-            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
-            "percdamp": percdamp, "damp_percent_used": float(damp_used),
-            "damping": f"damp_percent={percdamp:.6g} of mean diag((2/m)XᵀX) (dead → 1) = λ·2/m",
-            "desc_act": order == "decreasing", "act_group_aware": False, "blocksize": blocksize,
-            "precision": "float32", "dead_features": np.flatnonzero(dead_mask(X)).tolist(),
-            "order": None if perm is None else [int(i) for i in perm],
-            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N)),
-            "avg_loss": float(avg_loss), "fallback": fallback}
+    Q, used = _quantize(g, lin, X, lam, grid, group, blocksize, order)
+    used.update(damping=f"damp_percent={used['percdamp']:.6g} of mean diag((2/m)XᵀX) (dead → 1) = λ·2/m",
+                act_group_aware=False)
     return AdapterResult(Q=Q, used=used)
 
 
@@ -139,31 +150,10 @@ def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128,
     g = GPTAQ(named, qcfg)
     g.quantizer.configure(perchannel=True)
     g.add_batch(torch.from_numpy(Xt).reshape(m, 1, N), None)  # m requests of one token
-    H32 = (torch.from_numpy(Xt).float().T @ torch.from_numpy(Xt).float()) * (2.0 / m)
-    d = torch.diagonal(H32).double().numpy().copy()
-    d[d == 0] = 1.0
-    percdamp = percdamp_for(lam, d, 2.0 / m)
-    with recording_argsort(torch) as sorts, torch.no_grad():
-        scale, zero, g_idx, _dur, avg_loss, damp_used = g.hf_quantize(
-            blocksize=blocksize, percdamp=percdamp, damp_auto_increment=0.0, group_size=group,
-            actorder=order == "decreasing", static_groups=bool(grid.static_groups), act_group_aware=False)
-    Q = lin.weight.detach().double().numpy().copy()
-    perm = next((p for p in sorts if p.shape == (N,)), None) if order == "decreasing" else np.arange(N)
-    fallback = None
-    if float(damp_used) != float(percdamp):
-        fallback = f"damping changed by gptqmodel: damp_percent {percdamp:.6g} → {float(damp_used):.6g}"
-    used = {"scales": np.asarray(scale.detach().double().cpu()).tolist() if hasattr(scale, "detach") else None,
-            "zero_points": np.asarray(zero.detach().double().cpu()).tolist() if hasattr(zero, "detach") else None,
-            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
-            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
-            "alpha": float(qcfg.gptaq.alpha), "percdamp": percdamp, "damp_percent_used": float(damp_used),
-            "damping": f"damp_percent={percdamp:.6g} of mean diag((2/m)X̃ᵀX̃) (dead → 1) = λ·2/m",
-            "hessian": "H = (2/m)X̃ᵀX̃, dXXT = (2/m)(X − X̃)ᵀX̃ over m requests of 1 token, float32",
-            "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
-            "dead_features": np.flatnonzero(dead_mask(Xt)).tolist(),
-            "order": None if perm is None else [int(i) for i in perm],
-            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N)),
-            "avg_loss": float(avg_loss), "fallback": fallback}
+    Q, used = _quantize(g, lin, Xt, lam, grid, group, blocksize, order)
+    used.update(alpha=float(qcfg.gptaq.alpha),
+                damping=f"damp_percent={used['percdamp']:.6g} of mean diag((2/m)X̃ᵀX̃) (dead → 1) = λ·2/m",
+                hessian="H = (2/m)X̃ᵀX̃, dXXT = (2/m)(X − X̃)ᵀX̃ over m requests of 1 token, float32")
     return AdapterResult(Q=Q, used=used)
 
 

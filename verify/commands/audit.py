@@ -136,12 +136,6 @@ def _run_impl(args) -> int:
     except ValueError as exc:
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - the audit's own failure
-        print(f"ptq-bounds audit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-              + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
-        if args.debug:
-            traceback.print_exc()
-        return 4
     _write_json(args, rep, a)
     if rep.problem:
         print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
@@ -183,12 +177,6 @@ def run(args) -> int:
     except ValueError as exc:  # a bad argument or declaration
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - the audit's own failure
-        print(f"ptq-bounds audit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-              + ("" if args.debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
-        if args.debug:
-            traceback.print_exc()
-        return 4
     _write_json(args, rep)
     if rep.problem:
         print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
