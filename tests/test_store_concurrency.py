@@ -282,3 +282,32 @@ def test_kill_9_leaves_no_worker_processes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _open_store(args):
+    path, start = args
+    while time.time() < start:
+        pass
+    try:
+        store = Store(path)
+        store.open_campaign("c", "quick", {}, {})
+        return "ok"
+    except Exception as exc:  # the failure itself is the finding
+        return repr(exc)
+
+
+def test_many_processes_create_one_new_store_at_once(tmp_path):
+    """Opening a store that does not exist yet from several processes at the same instant: SQLite
+    answers some of them "database is locked" without waiting (the journal-mode switch); every one
+    must still open it."""
+    import multiprocessing as mp
+
+    outcomes = []
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        for rep in range(8):
+            path = tmp_path / f"s{rep}" / "store.sqlite"
+            start = time.time() + 1.0
+            outcomes += pool.map(_open_store, [(str(path), start)] * 6)
+    assert outcomes == ["ok"] * len(outcomes), [o for o in outcomes if o != "ok"][:3]
+    assert len(Store(tmp_path / "s0" / "store.sqlite").campaigns()) == 1

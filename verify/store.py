@@ -123,12 +123,39 @@ class Store:
         self.path = Path(path)
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con:
-            con.executescript(SCHEMA)
+        self._initialise()
+
+    def _initialise(self, wait: float = 60.0) -> None:
+        """Switch the file to WAL and create the tables. Several processes may open a new store at
+        the same moment; SQLite then answers some of them "database is locked" at once (changing
+        the journal mode does not wait on the busy timeout), so this retries until ``wait`` runs out."""
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            try:
+                with closing(sqlite3.connect(self.path, timeout=wait)) as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")
+                    con.isolation_level = None
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        for statement in SCHEMA.split(";"):
+                            if statement.strip():
+                                con.execute(statement)
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    con.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _connect(self):
         con = sqlite3.connect(self.path, timeout=60.0)
-        con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         return con
 
@@ -152,7 +179,7 @@ class Store:
     # -- campaigns ----------------------------------------------------------------------------------
     def open_campaign(self, campaign_id: str, name: str, config: dict, meta: dict) -> None:
         """Register a campaign (idempotent: an existing one keeps its first config and meta)."""
-        with closing(self._connect()) as con, con:
+        with self._write() as con:
             con.execute(
                 "INSERT OR IGNORE INTO campaigns(id, name, config, created, meta) VALUES (?,?,?,?,?)",
                 (campaign_id, name, json.dumps(config, sort_keys=True), time.time(), json.dumps(meta, sort_keys=True)),
