@@ -50,8 +50,11 @@ env_amd_quark() {
 }
 
 env_auto_gptq() {
-  # auto-gptq 0.7.1: torch>=1.13 (its compiled kernels are optional; the GPTQ loop is plain torch)
-  build auto-gptq pip_in auto-gptq "torch==2.13.0" "auto-gptq==0.7.1"
+  # auto-gptq 0.7.1: torch>=1.13 (its compiled kernels are optional: BUILD_CUDA_EXT=0; the GPTQ loop is
+  # plain torch). It imports transformers.modeling_utils.no_init_weights, gone from transformers 5:
+  # transformers and its companions are pinned to their 2024 releases.
+  BUILD_CUDA_EXT=0 build auto-gptq pip_in auto-gptq "torch==2.13.0" "auto-gptq==0.7.1" "transformers==4.40.2" \
+    "datasets==2.19.1" "peft==0.10.0" "accelerate==0.30.1"
 }
 
 case "${1:-}" in

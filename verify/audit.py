@@ -85,7 +85,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
-__all__ = ["KINDS", "FAMILIES", "GRIDS", "ORDERS", "PRECISIONS", "CONTRACT", "Decline", "declare",
+__all__ = ["KINDS", "FAMILIES", "GRIDS", "LayerBank", "ORDERS", "PRECISIONS", "CONTRACT", "Decline", "declare",
            "AuditCase", "CaseOutcome", "AuditReport", "load_quantizer", "implied_run",
            "audit", "audit_cases", "evaluate_case"]
 
@@ -416,19 +416,119 @@ class AuditCase:
     trials: int = 0  # > 0: stochastic, rows are trials of one weight vector
     mismatch: float = 0.0
     order: str = "natural"
+    #: the :class:`LayerBank` a real-layer case (``family`` = one of its names) is sliced from
+    bank: "LayerBank | None" = field(default=None, compare=False, repr=False)
 
     def label(self) -> str:
         g = self.grid["kind"] + (f"-{self.grid.get('bits')}b" if self.grid["kind"] == "gptq" else "")
         if self.grid.get("group_size"):
             g += f"-g{self.grid['group_size']}" + ("-static" if self.grid.get("static") else "")
+        if self.bank is not None:
+            xt = ", X̃ captured" if self.mismatch else ""
+            return (f"{self.family} [m={self.m}, N={self.N}, n={self.n}, slice {self.seed}], {g}, "
+                    f"λ={self.lam_rel:g}·mean‖X_t‖²{xt}" + (f", order {self.order}" if self.order != "natural" else ""))
         mm = f", mismatch {self.mismatch}" if self.mismatch else ""
         od = f", order {self.order}" if self.order != "natural" else ""
         return f"{self.family}, {g}, λ={self.lam_rel:g}·mean‖X_t‖²{mm}{od}"
 
 
+class LayerBank:
+    """Real layers to audit on, besides the synthetic families: ``{name: (W, X, X_tilde)}``
+    (``X_tilde`` may be ``None``; float32 or float64 arrays, W n × N, X and X_tilde m × N).
+
+    Each real-layer case is a slice: ``m`` calibration rows, ``N`` input features and ``n`` weight
+    rows drawn without replacement by the case's seed (a layer restricted to a subset of its
+    features and outputs is a layer). Qronos-like quantizers get the captured ``X_tilde`` (the
+    inputs after the earlier layers were quantized). Stored as one ``.npz`` (:meth:`save`,
+    :meth:`load`) with arrays ``<name>/W``, ``<name>/X``, ``<name>/X_tilde`` and a JSON ``meta``.
+    """
+
+    #: the default slice of a case (``case_shape``; N a multiple of the grouped grids' group size 8)
+    SLICE = {"m": 256, "N": 64, "n": 16}
+
+    def __init__(self, layers: dict, meta: dict | None = None, case_shape: dict | None = None):
+        if not isinstance(layers, dict) or not layers:
+            raise ValueError("layers must be a non-empty dict {name: (W, X, X_tilde)}")
+        meta = dict(meta or {})
+        sl = dict(case_shape or meta.get("slice") or self.SLICE)
+        if set(sl) != {"m", "N", "n"} or not all(isinstance(v, int) and v >= 1 for v in sl.values()):
+            raise ValueError(f"case_shape must be {{'m': rows, 'N': features, 'n': weight rows}} of positive "
+                             f"integers, got {sl!r}")
+        if sl["N"] % 8:
+            raise ValueError(f"case_shape: N must be a multiple of 8 (the grouped grids' group size), got {sl['N']}")
+        meta["slice"] = sl
+        #: the slice every case of this bank takes
+        self.case_shape = sl
+        self.layers = {}
+        for name, t in layers.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"layer names must be non-empty strings without '/', got {name!r}")
+            W, X, Xt = (tuple(t) + (None,))[:3]
+            W, X = np.asarray(W), np.asarray(X)
+            if W.ndim != 2 or X.ndim != 2 or W.shape[1] != X.shape[1]:
+                raise ValueError(f"layer {name}: need W (n × N) and X (m × N), got {W.shape} and {X.shape}")
+            if Xt is not None and np.shape(Xt) != X.shape:
+                raise ValueError(f"layer {name}: X_tilde must have X's shape {X.shape}, got {np.shape(Xt)}")
+            if X.shape[0] < sl["m"] or X.shape[1] < sl["N"] or W.shape[0] < sl["n"]:
+                raise ValueError(f"layer {name}: needs at least {sl['m']} rows of X, {sl['N']} features and "
+                                 f"{sl['n']} weight rows, got X {X.shape}, W {W.shape}")
+            self.layers[name] = (W, X, None if Xt is None else np.asarray(Xt))
+        self.meta = meta
+
+    def names(self) -> list[str]:
+        return list(self.layers)
+
+    def slice(self, name: str, m: int, N: int, n: int, seed: int):
+        """``(W, X, X_tilde)`` in float64: ``n`` weight rows, ``N`` features, ``m`` calibration rows
+        of layer ``name``, chosen by ``seed`` (features and rows kept in their original order)."""
+        W, X, Xt = self.layers[name]
+        rng = np.random.default_rng(seed)
+        cols = np.sort(rng.choice(X.shape[1], size=min(N, X.shape[1]), replace=False))
+        rows = np.sort(rng.choice(X.shape[0], size=min(m, X.shape[0]), replace=False))
+        wrows = np.sort(rng.choice(W.shape[0], size=min(n, W.shape[0]), replace=False))
+        f = lambda A: np.ascontiguousarray(A[np.ix_(rows, cols)], dtype=np.float64)  # noqa: E731
+        return (np.ascontiguousarray(W[np.ix_(wrows, cols)], dtype=np.float64), f(X),
+                None if Xt is None else f(Xt))
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for name, (W, X, Xt) in self.layers.items():
+            arrays[f"{name}/W"], arrays[f"{name}/X"] = W, X
+            if Xt is not None:
+                arrays[f"{name}/X_tilde"] = Xt
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, meta=json.dumps(self.meta, sort_keys=True), **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "LayerBank":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"real layers: no file {path}; build one with `python -m verify.field_audit` "
+                             "(SmolLM2 layers) or LayerBank({...}).save(path)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+                names = sorted({k.rsplit("/", 1)[0] for k in z.files if "/" in k},
+                               key=lambda k: [f for f in z.files if f.startswith(k + "/")][0])
+                layers = {nm: (z[f"{nm}/W"], z[f"{nm}/X"], z[f"{nm}/X_tilde"] if f"{nm}/X_tilde" in z.files else None)
+                          for nm in names}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"real layers: {path} is not a layer bank ({exc}); it needs arrays <name>/W and "
+                             "<name>/X") from None
+        order = meta.get("layers")
+        if order and set(order) == set(layers):
+            layers = {k: layers[k] for k in order}
+        return cls(layers, meta)
+
+
 def audit_cases(kind: str, rounding: str, *, families=FAMILIES, trials: int = 1200, seed: int = 0,
-                orders=("natural",), grids=tuple(GRIDS)) -> list[AuditCase]:
-    """The plan: every family × grid × λ (× mismatch for Qronos) × order. Both orders of one
+                orders=("natural",), grids=tuple(GRIDS), bank: LayerBank | None = None) -> list[AuditCase]:
+    """The plan: every family × grid × λ (× mismatch for Qronos) × order, then the same for every
+    real layer of ``bank`` (a slice of each; Qronos on its captured ``X̃``). Both orders of one
     setting share its data (same seed)."""
     mismatches = (0.0,) if kind == "optq" else (0.3, 1.0)
     cases = []
@@ -443,13 +543,38 @@ def audit_cases(kind: str, rounding: str, *, families=FAMILIES, trials: int = 12
                         cases.append(AuditCase(fam, g, lam_rel, seed + i, m=m,
                                                trials=trials if rounding == "stochastic" else 0, mismatch=mm, order=od))
                     i += 1
-    return cases
+    real = []
+    if bank is not None:
+        sl = bank.case_shape
+        k = 0
+        for name in bank.names():
+            for gname in grids:
+                for lam_rel in (0.01, 1.0):
+                    for od in orders:
+                        real.append(AuditCase(name, GRIDS[gname], lam_rel, seed + 7919 * (k + 1), m=sl["m"],
+                                              N=sl["N"], n=1 if rounding == "stochastic" else sl["n"],
+                                              trials=trials if rounding == "stochastic" else 0,
+                                              mismatch=0.0 if kind == "optq" else 1.0, order=od, bank=bank))
+                    k += 1
+    return cases + real
 
 
 def _case_data(case: AuditCase):
     from .campaign import make_grid
     from .data import make_X, mismatch
 
+    if case.bank is not None:
+        W, X, Xt = case.bank.slice(case.family, case.m, case.N, case.n, case.seed)
+        if case.trials:  # stochastic: rows are trials of one real weight row
+            W = np.repeat(W[:1], case.trials, axis=0)
+        if not case.mismatch:
+            Xt = None
+        elif Xt is None:
+            Xt = X.copy()
+        grid = make_grid(case.grid, W)
+        D = Xt if Xt is not None else X
+        lam = case.lam_rel * float(np.mean(np.sum(D * D, axis=0)) or 1.0)
+        return W, X, Xt, grid, lam
     rng = np.random.default_rng(case.seed)
     X = make_X(case.family, case.m, case.N, rng, cond=1e6)
     if case.trials:
@@ -834,7 +959,7 @@ def _all_failed_problem(errors, declined, planned, kind, pass_order) -> str:
 def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, order: str | None = None,
           orders=None, grids=None, precision: str | None = None, families=FAMILIES, trials: int = 1200,
           seed: int = 0, alpha: float = 1e-4, eta: float = 0.05, stop_at_first: bool = False, shrink: bool = True,
-          out_dir=None, progress: bool = False, name: str | None = None) -> AuditReport:
+          out_dir=None, progress: bool = False, name: str | None = None, real_layers=None) -> AuditReport:
     """Audit ``quantizer`` over the campaign's data families (see the module docstring).
 
     What the quantizer is comes from the arguments, else from its :func:`declare` declaration, else
@@ -845,7 +970,8 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
     (≥ 1). ``alpha`` is the family-wise false-alarm rate of the statistical checks (split over the
     cases); ``stop_at_first`` stops at the first failing case; ``shrink`` searches a minimal
     counterexample for the first deterministic failure and saves it under ``out_dir`` (default
-    ``ptq-audit/``). Raises ``ValueError`` for bad arguments; problems of the quantizer are reported
+    ``ptq-audit/``). ``real_layers``: a :class:`LayerBank` (or the path of one saved as ``.npz``)
+    whose layers are audited too, after the synthetic families (a slice of each layer per case). Raises ``ValueError`` for bad arguments; problems of the quantizer are reported
     (``problem``, ``errors``), never raised.
     """
     import theory
@@ -880,15 +1006,21 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
     if precision == "auto":
         precision = None
     _check_declaration({"orders": orders, "grids": grids, **({"precision": precision} if precision else {})})
+    families = (families,) if isinstance(families, str) else tuple(families)
     bad_fam = [f for f in families if f not in FAMILIES]
-    if bad_fam or not families:
-        raise ValueError(f"families must be a non-empty selection of {FAMILIES}, got {families!r}")
+    if bad_fam or (not families and real_layers is None):
+        raise ValueError(f"families must be a selection of {FAMILIES} (empty only with real_layers), got {families!r}")
     if rounding == "stochastic" and (isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1):
         raise ValueError(f"trials must be an integer ≥ 1 for stochastic rounding (rows per case), got {trials!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
 
-    cases = audit_cases(kind, rounding, families=families, trials=int(trials), seed=seed, orders=orders, grids=grids)
+    if real_layers is not None and not isinstance(real_layers, LayerBank):
+        if not isinstance(real_layers, (str, Path)):
+            raise TypeError(f"real_layers must be a LayerBank or the path of one (.npz), got {type(real_layers).__name__}")
+        real_layers = LayerBank.load(real_layers)
+    cases = audit_cases(kind, rounding, families=families, trials=int(trials), seed=seed, orders=orders, grids=grids,
+                        bank=real_layers)
     # Bonferroni over the statistical tests only (deterministic checks raise no false alarms)
     n_stat = sum(c.kind in ("probability bound", "expectation bound") for c in theory.CLAIMS.values()) + 1
     a_case = alpha / max(1, len(cases) * n_stat)
@@ -1007,7 +1139,7 @@ def shrink_counterexample(quantizer, kind, rounding, order, check, case: AuditCa
     def strat():
         return st.builds(
             lambda k, m, n, seed: AuditCase(case.family, case.grid, case.lam_rel, seed, m=m, N=g * k, n=n,
-                                            trials=0, mismatch=case.mismatch, order=case.order),
+                                            trials=0, mismatch=case.mismatch, order=case.order, bank=case.bank),
             k=st.integers(max(1, 2 // g), max(1, case.N // g)), m=st.integers(2, case.m), n=st.integers(1, case.n),
             seed=st.integers(0, 10**6),
         )
@@ -1029,7 +1161,9 @@ def shrink_counterexample(quantizer, kind, rounding, order, check, case: AuditCa
     out.mkdir(parents=True, exist_ok=True)
     fname = out / f"counterexample-{check.replace(' ', '_').replace('.', '_')}.npz"
     cfg = {"check": check, "kind": kind, "rounding": rounding, "order": best.order, "lam": data["lam"],
-           "grid": data["grid"].to_dict(), "case": best.__dict__}
+           "grid": data["grid"].to_dict(),
+           "case": {k: v for k, v in best.__dict__.items() if k != "bank"},
+           **({"real_layer": {"name": best.family, **best.bank.meta}} if best.bank is not None else {})}
     arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
     np.savez(fname, config=json.dumps(cfg, default=str), **arrays)
     return {"check": check, "path": str(fname), "shape": f"W {data['W'].shape}, X {data['X'].shape}",

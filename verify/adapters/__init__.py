@@ -104,13 +104,14 @@ class Adapter:
 
 
 def _registry() -> dict:
+    from . import autogptq as _autogptq
     from . import brevitas as _brevitas
     from . import gptqmodel as _gptqmodel
     from . import llmcompressor as _llmcompressor
     from . import quark as _quark
 
     out = {}
-    for mod in (_brevitas, _llmcompressor, _gptqmodel, _quark):
+    for mod in (_brevitas, _llmcompressor, _gptqmodel, _quark, _autogptq):
         for a in mod.ADAPTERS:
             out[a.name] = a
     return out

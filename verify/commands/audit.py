@@ -29,8 +29,10 @@ from ..audit import CONTRACT, FAMILIES, GRIDS, KINDS, ORDERS, PRECISIONS, audit,
 from ..cli import open_unit_interval, positive_int
 
 
-def _choices(allowed, what):
+def _choices(allowed, what, none_ok=False):
     def parse(s: str):
+        if none_ok and s.strip() == "none":
+            return ()
         v = tuple(x.strip() for x in s.split(",") if x.strip())
         bad = [x for x in v if x not in allowed]
         if bad or not v:
@@ -65,8 +67,11 @@ def add_arguments(p):
                         f"{','.join(GRIDS)})")
     p.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
                    help="the quantizer's working precision (default auto: inferred from the dtype of the Q it returns)")
-    p.add_argument("--families", default=",".join(FAMILIES), type=_choices(FAMILIES, "families"),
-                   help="comma-separated data families")
+    p.add_argument("--families", default=",".join(FAMILIES), type=_choices(FAMILIES, "families", none_ok=True),
+                   help="comma-separated synthetic data families (none: only the --real-layers)")
+    p.add_argument("--real-layers", default=None, metavar="FILE.npz",
+                   help="also audit on slices of these real layers (a layer bank: arrays <name>/W, <name>/X[, "
+                        "<name>/X_tilde]; `python -m verify.field_audit` writes one of SmolLM2 layers)")
     p.add_argument("--trials", type=positive_int, default=1200,
                    help="trials per case for stochastic rounding (≥ 1; default 1200: enough for the power the checker requires)")
     p.add_argument("--seed", type=int, default=0)
@@ -124,7 +129,7 @@ def _run_impl(args) -> int:
     if why:
         print(f"ptq-bounds audit: --impl {a.name} is unavailable: {why}", file=sys.stderr)
         return 2
-    kw = dict(families=args.families, trials=args.trials, seed=args.seed, alpha=args.alpha,
+    kw = dict(families=args.families, trials=args.trials, seed=args.seed, alpha=args.alpha, real_layers=args.real_layers,
               stop_at_first=args.stop_at_first, shrink=not args.no_shrink, out_dir=args.out, progress=not args.no_progress)
     for key in ("kind", "rounding", "order", "orders", "grids"):
         if getattr(args, key) is not None:
@@ -173,7 +178,8 @@ def run(args) -> int:
         rep = audit(fn, name=args.quantizer, kind=args.kind, rounding=args.rounding, order=args.order,
                     orders=args.orders, grids=args.grids, precision=args.precision, families=args.families,
                     trials=args.trials, seed=args.seed, alpha=args.alpha, stop_at_first=args.stop_at_first,
-                    shrink=not args.no_shrink, out_dir=args.out, progress=not args.no_progress)
+                    shrink=not args.no_shrink, out_dir=args.out, progress=not args.no_progress,
+                    real_layers=args.real_layers)
     except ValueError as exc:  # a bad argument or declaration
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
