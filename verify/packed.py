@@ -21,8 +21,10 @@ or the per-entry ``scale``/``zero`` arrays and integer range read from the file)
   (symmetric grids store ``2^(b−1) − 1`` resp. ``2^(b−1)`` everywhere), from a
   ``quantize_config.json`` next to the file (``checkpoint_format``), or, given ``W``, by which
   reading lies closer to ``W``; otherwise it asks for ``--zero-convention``.
-* ``compressed-tensors`` (``pack-quantized``): ``PREFIX.weight_packed`` (int32, ``n × ⌈N/(32//b)⌉``,
-  ``32//b`` codes per word along the input dimension, code ``+ 2^(b−1)`` stored unsigned),
+* ``compressed-tensors`` (``pack-quantized``): ``PREFIX.weight_packed`` (int32, packed along the input
+  dimension, code ``+ 2^(b−1)`` stored unsigned: densely, ``n × ⌈N·b/32⌉``, value ``k`` at bit ``k·b``
+  of the row's bit stream, as current releases write it; or ``32//b`` codes per word,
+  ``n × ⌈N/(32//b)⌉``, as earlier ones did: the word count decides, see :func:`_ct_packing`),
   ``PREFIX.weight_scale`` (``n × G``), optional ``PREFIX.weight_zero_point`` (``n × G``, or packed
   along the output dimension) and ``PREFIX.weight_g_idx``, and ``PREFIX.weight_shape`` (``[n, N]``).
   ``Q = scale·(q − zero_point)`` with signed codes ``q``.
@@ -497,6 +499,31 @@ def _zero_convention(conv, stored, bits, cfg, codes, S, g_idx, W):
 # ------------------------------------------------------------------------------------------------
 # compressed-tensors (pack-quantized)
 # ------------------------------------------------------------------------------------------------
+#: word counts of the two compressed-tensors packings of ``cnt`` values of ``b`` bits
+_CT_WORDS = {"dense": lambda cnt, b: -(-cnt * b // 32), "per-word": lambda cnt, b: -(-cnt // (32 // b))}
+
+
+def _ct_packing(cols: int, N: int, n: int, bits, what: str):
+    """``(packing, bits)`` of a compressed-tensors ``weight_packed`` with ``cols`` words per row.
+
+    Current releases (e.g. 0.19) pack densely: value ``k`` at bit ``k·b`` of the row's words read as
+    one bit stream (3-bit values straddle words, ``⌈N·b/32⌉`` words); earlier ones put ``32//b``
+    values in each word (``⌈N/(32//b)⌉`` words). Both are the same when ``b`` divides 32 or when every
+    value lies in the first word. The word count decides between them; where it fits both with
+    different layouts, the dense (current) packing is read and the choice is recorded."""
+    found = {}
+    for packing, words in _CT_WORDS.items():
+        try:
+            found[packing] = _bits_from(cols, N, None, n, bits, words, what)
+        except ValueError as exc:
+            err = exc
+    if not found:
+        raise err
+    if "dense" in found:  # also where both fit: the current format
+        return "dense", found["dense"]
+    return "per-word", found["per-word"]
+
+
 def read_compressed_tensors(spec: str, *, N: int | None = None, n: int | None = None,
                             bits: int | None = None) -> GivenQ:
     """compressed-tensors' ``pack-quantized`` layer (see the module docstring)."""
@@ -518,12 +545,14 @@ def read_compressed_tensors(spec: str, *, N: int | None = None, n: int | None = 
     if n is None or N is None:
         raise ValueError(f"--q: {path} has no {k('weight_shape')!r}; the layer's shape comes from W")
     if wp.shape[0] != n:
-        raise ValueError(f"weight_packed ({k('weight_packed')}) is {wp.shape}; it must be n × ⌈N/(32//bits)⌉ "
-                         f"with n = {n} rows (packed along the input dimension)")
-    words = lambda cnt, b: -(-cnt // (32 // b))  # noqa: E731
-    bits = _bits_from(wp.shape[1], N, None, n, bits, words, f"weight_packed ({k('weight_packed')})")
+        raise ValueError(f"weight_packed ({k('weight_packed')}) is {wp.shape}; it must be n × ⌈N·bits/32⌉ "
+                         f"(or n × ⌈N/(32//bits)⌉) with n = {n} rows (packed along the input dimension)")
+    what = f"weight_packed ({k('weight_packed')})"
+    packing, bits = _ct_packing(wp.shape[1], N, n, bits, what)
+    words = _CT_WORDS[packing]
+    unpack = unpack_stream if packing == "dense" else unpack_words
     off = 2 ** (bits - 1)
-    q = unpack_words(wp.T, bits, N).T - off  # n × N signed codes
+    q = unpack(wp.T, bits, N).T - off  # n × N signed codes
     sc, sc_dt = t.get(k("weight_scale"))
     sc = np.asarray(sc)
     if not np.issubdtype(sc.dtype, np.floating):
@@ -549,7 +578,7 @@ def read_compressed_tensors(spec: str, *, N: int | None = None, n: int | None = 
             Zg = zp.reshape(n, G).astype(np.float64)
             zform = "n × G"
         elif zp.dtype == np.int32 and zp.ndim == 2 and zp.shape == (words(n, bits), G):
-            Zg = (unpack_words(zp, bits, n) - off).astype(np.float64)
+            Zg = (unpack(zp, bits, n) - off).astype(np.float64)
             zform = "packed along the output dimension"
         else:
             raise ValueError(f"weight_zero_point ({k('weight_zero_point')}) must be n × G = {(n, G)} (or int32 "
@@ -561,7 +590,7 @@ def read_compressed_tensors(spec: str, *, N: int | None = None, n: int | None = 
     gs = int(np.bincount(g_idx).max()) if G > 1 else None
     fg = FileGrid(scale=scale, zero=zero, qmin=-off, qmax=off - 1, bits=bits, group_size=gs,
                   source="compressed-tensors pack-quantized")
-    info = {"format": "compressed-tensors", "spec": spec, "prefix": pre, "bits": bits, "groups": G,
+    info = {"format": "compressed-tensors", "spec": spec, "prefix": pre, "bits": bits, "groups": G, "packing": packing,
             "group_size": gs, "zero_point": zform, "scales_dtype": sc_dt, "grid": fg.describe()}
     return GivenQ(Q=Q, grid=fg, g_idx=g_idx, stored_dtype=sc_dt, format="compressed-tensors", info=info)
 
