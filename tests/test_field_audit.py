@@ -98,8 +98,11 @@ def test_real_layers_audit_passes_optq_and_flags_rtn(tmp_path):
     assert rep.cases == rep.planned == 2 * len(GRIDS) * 2 * 2
     assert rep.exit_code() == 0, rep.format()
     assert rep.claims["T1.sum_c"]["cases_in_scope"] > 0
+    ag = rep.agreement  # the package's own optq, called by the user: equal bit for bit on every case
+    assert ag["cases"] == rep.cases and ag["bitwise_cases"] == rep.cases and ag["entries_same_level"] == 1.0
     bad = audit(rtn_q, families=(), real_layers=bank, out_dir=tmp_path, grids=("gptq",))
     assert bad.exit_code() == 1, bad.format()
+    assert bad.agreement["entries_same_level"] < 1.0 and bad.agreement["bitwise_cases"] < bad.agreement["cases"]
     assert bad.counterexamples, "a failure on a real layer gets a saved counterexample"
     ce = bad.counterexamples[0]
     with np.load(ce["path"]) as z:

@@ -674,6 +674,7 @@ class CaseOutcome:
     precision: str = ""
     dtype: str = ""
     ties: int = 0  # positions where the reported act_order permutation breaks ties of diag H differently
+    agreement: dict | None = None  # Q against this package's own algorithm on the same case (see _agreement)
 
 
 def _call_signature(kind, pass_order):
@@ -743,12 +744,50 @@ def evaluate_case(quantizer, kind, rounding, case: AuditCase, *, alpha: float, e
         return oc
     oc.claims = claims
     oc.hypotheses = hyps
+    if rounding == "nearest":
+        oc.agreement = _agreement(kind, W, Q, X, Xt, grid, lam, order_used, dead_conv, prec)
     for h in hyps:
         d = h.to_dict() if hasattr(h, "to_dict") else h
         if d["status"] == "violated":
             oc.fails.append((d["claim"], d.get("message") or repr(h)))
     oc.fails += [(cid, repr(v)) for cid, v in claims.items() if v.violated]
     return oc
+
+
+def _agreement(kind, W, Q, X, Xt, grid, lam, order, dead, precision) -> dict | None:
+    """How ``Q`` compares with this package's own algorithm (``algorithms.optq`` or ``qronos``, float64,
+    nearest rounding) on the same case, grid, λ, order (the permutation the quantizer reported, when
+    it broke ties otherwise) and dead-feature convention: the fraction of entries on the same grid
+    level (``|q − q_ref| ≤ 1e-5·max|w|`` of the row: far below any level spacing) and whether ``Q``
+    equals it bit for bit (meaningful for a float64 quantizer). A report item, not a verdict: the
+    verdicts come from the checker alone. ``None`` when the reference cannot run the case."""
+    import algorithms as A
+
+    try:
+        if kind == "optq":
+            ref = A.optq(W, X, grid=grid, lam=lam, order=order, dead=dead)
+        else:
+            ref = A.qronos(W, X, Xt, grid=grid, lam=lam, order=order,
+                           variant="projection" if kind == "qronos-projection" else "original")
+    except Exception:  # noqa: BLE001 - a case outside the reference's domain: nothing to compare
+        return None
+    R = np.asarray(ref.Q, dtype=np.float64)
+    tol = 1e-5 * np.max(np.abs(W), axis=1, keepdims=True)
+    same = np.abs(Q - R) <= tol
+    return {"same_level": float(np.mean(same)), "bitwise": bool(np.array_equal(Q, R)),
+            "rows_identical": int(np.sum(np.all(same, axis=1))), "rows": int(Q.shape[0]), "precision": precision}
+
+
+def summarize_agreement(outcomes) -> dict | None:
+    """Aggregate :func:`_agreement` over ``(label, agreement)`` pairs."""
+    rows = [(lab, a) for lab, a in outcomes if a is not None]
+    if not rows:
+        return None
+    worst = min(rows, key=lambda r: r[1]["same_level"])
+    return {"cases": len(rows), "bitwise_cases": sum(a["bitwise"] for _, a in rows),
+            "identical_cases": sum(a["same_level"] == 1.0 for _, a in rows),
+            "entries_same_level": float(np.mean([a["same_level"] for _, a in rows])),
+            "worst": {"case": worst[0], "same_level": worst[1]["same_level"]}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -787,6 +826,8 @@ class AuditReport:
     grids: tuple = tuple(GRIDS)
     problem: str | None = None
     seconds: float = 0.0
+    #: ``Q`` against this package's own algorithm on the same cases (:func:`summarize_agreement`)
+    agreement: dict | None = None
 
     @property
     def flagged(self) -> bool:
@@ -853,7 +894,7 @@ class AuditReport:
                 "conventions": self.conventions, "precision": self.precision,
                 "precision_source": self.precision_source, "precision_cases": self.precision_cases,
                 "not_checked": [{"id": i, "reason": r} for i, r in self.not_checked()], "problem": self.problem,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "agreement": self.agreement}
 
     def format(self) -> str:
         if self.problem:
@@ -864,6 +905,12 @@ class AuditReport:
                  f"{self.seconds:.1f} s"]
         if self.precision:
             lines.append(f"precision: {self.precision} ({self.precision_source})")
+        ag = self.agreement
+        if ag:
+            lines.append(f"agreement with provable-ptq's {self.kind} (float64, same grid, λ, order): "
+                         f"{ag['identical_cases']} of {ag['cases']} cases on the same levels everywhere, "
+                         f"{ag['bitwise_cases']} bit for bit; {100 * ag['entries_same_level']:.2f}% of entries "
+                         f"(worst case {100 * ag['worst']['same_level']:.1f}%: {ag['worst']['case']})")
         for c in self.conventions:
             lines.append(f"convention: {c['convention']}: expected: {c['expected']}; found: this quantizer {c['found']} "
                          f"in {len(c['cases'])} cases (e.g. {c['cases'][0]}); the claims are checked under its convention "
@@ -1037,6 +1084,7 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
     dead_counts = {"dead": 0, "nonzero": 0}
     tie_cases = []
     precs = Counter()
+    agreements = []
     for case in tqdm(cases, desc="audit", unit="case", disable=None if progress else True):
         oc = evaluate_case(quantizer, kind, rounding, case, alpha=a_case, eta=eta, precision=precision,
                            pass_order=pass_order)
@@ -1051,6 +1099,7 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
             continue
         rep.cases += 1
         precs[oc.precision] += 1
+        agreements.append((label, oc.agreement))
         if oc.ties:
             tie_cases.append(f"{label} ({oc.ties} positions)")
         if oc.dead:
@@ -1102,6 +1151,7 @@ def audit(quantizer, *, kind: str | None = None, rounding: str | None = None, or
         rep.precision_source = "inferred from the returned Q's dtype" + (
             "" if len(precs) == 1 else ": " + ", ".join(f"{p} on {k} cases" for p, k in precs.most_common()))
     rep.precision_cases = dict(precs)
+    rep.agreement = summarize_agreement(agreements)
     quantizer_errors = [e for e in rep.errors if e["category"] != "audit"]
     if rep.cases == 0 and quantizer_errors:
         rep.problem = _all_failed_problem(quantizer_errors, rep.declined, len(cases), kind, pass_order)

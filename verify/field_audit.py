@@ -197,8 +197,12 @@ def markdown(doc) -> str:
     elif real.get("unavailable"):
         lines += ["## Real layers", "", f"Not run: {real['unavailable']}.", ""]
     lines += ["## Implementations", "",
-              "| implementation | library | version | kind | claims | data | status (exit) | cases ran / planned / declined |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Agreement: the implementation's Q against provable-ptq's own algorithm (float64) on the same cases, "
+              "grid, λ and order: cases on the same grid levels everywhere (of those that ran), cases equal bit for "
+              "bit, and the share of entries on the same level. A report, not a verdict.", "",
+              "| implementation | library | version | kind | claims | data | status (exit) | cases ran / planned / declined "
+              "| agreement with provable-ptq |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for i in impls:
         for key, what in _SOURCES:
             if key == "report_real" and key not in i:
@@ -206,8 +210,11 @@ def markdown(doc) -> str:
             r = i.get(key)
             st = f"{r.get('status')} ({r.get('exit_code')})" if r else f"not run: {i['why_unavailable']}"
             cnt = f"{r.get('cases', 0)} / {r.get('planned', 0)} / {len(r.get('declined', []))}" if r else "–"
+            ag = (r or {}).get("agreement")
+            agt = (f"{ag['identical_cases']}/{ag['cases']} same levels, {ag['bitwise_cases']} bit for bit; "
+                   f"{100 * ag['entries_same_level']:.2f}% of entries") if ag else "–"
             lines.append(f"| {i['name']} | {i['library']} | {i['version'] or '–'} | {i['kind']} | "
-                         f"{'as proved' if i['proved'] else 'empirical'} | {what} | {st} | {cnt} |")
+                         f"{'as proved' if i['proved'] else 'empirical'} | {what} | {st} | {cnt} | {agt} |")
     for key, what in _SOURCES:
         if any(key in i for i in impls):
             lines += ["", f"## Implementation × claim: {what}", ""] + _claim_table(impls, key)
