@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from verify.sources import describe, source_of
 from verify.store import Store
 
 __all__ = ["FigureDataError", "Source", "open_source", "verify_command", "ratio", "claim_arrays", "meas",
@@ -227,29 +228,13 @@ def eta_of(campaign: dict) -> float:
 # groups (figure 6): synthetic families and real-LLM layer types
 # ------------------------------------------------------------------------------------------------
 def is_llm(cell) -> bool:
-    return "llm" in (cell.get("config") or {})
+    return source_of(cell.get("config") or {}).name == "llm"
 
 
 def llm_parts(cfg: dict) -> tuple:
-    """``(model or None, layer type)`` of a real-LLM cell: the ``type`` of its ``llm`` entry (or
-    ``layer_type``, ``kind``, ``role``), else the last component of the layer name
-    (``…self_attn.q_proj`` → ``q_proj``, ``blk.3.attn_q`` → ``attn_q``)."""
-    llm = cfg.get("llm")
-    kind, name, model = None, None, None
-    if isinstance(llm, dict):
-        for k in ("type", "layer_type", "kind", "role"):
-            if llm.get(k):
-                kind = str(llm[k])
-                break
-        name = llm.get("layer") or llm.get("name")
-        model = llm.get("model")
-    elif llm is not None:
-        name = str(llm)
-    if kind is None:
-        s = str(name or "layer")
-        parts = [p for p in s.replace("/", ".").split(".") if p and not p.isdigit() and p != "weight"]
-        kind = parts[-1] if parts else s
-    return (str(model) if model else None), kind
+    """``(model or None, layer type)`` of a real-LLM cell (:func:`verify.sources.describe`)."""
+    d = describe(cfg)
+    return d["model"], d["group"]
 
 
 def llm_label(cfg: dict) -> str:
@@ -259,7 +244,5 @@ def llm_label(cfg: dict) -> str:
 
 def group_of(cell) -> tuple[str, str]:
     """``("llm", layer type)`` or ``("synthetic", family)``."""
-    cfg = cell.get("config") or {}
-    if "llm" in cfg:
-        return "llm", llm_label(cfg)
-    return "synthetic", str(cfg.get("family", "?"))
+    d = describe(cell.get("config") or {})
+    return ("llm" if d["source"] == "llm" else "synthetic"), d["group"]

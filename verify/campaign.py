@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .sources import load_layer
+
 __all__ = ["Cell", "Campaign", "run_cell", "cell_seed", "make_grid", "make_layer"]
 
 
@@ -104,34 +106,10 @@ def cell_seed(campaign_seed: int, key: str) -> int:
 # building data, grids and runs from a configuration
 # ------------------------------------------------------------------------------------------------
 def make_layer(cfg: dict, rng: np.random.Generator):
-    """``(W, X, X_tilde)`` of a cell (``X_tilde`` is None without a mismatch).
-
-    Cells with an ``"llm"`` entry take a real layer's weights and captured inputs instead
-    (:func:`verify.llm.campaign.load_layer_data`)."""
-    if "llm" in cfg:
-        from .llm.campaign import load_layer_data
-
-        W, X, Xt = load_layer_data(cfg, rng)
-        dtype = np.dtype(cfg.get("dtype", W.dtype))  # the stored data are float32; a float64 re-run casts
-        return tuple(None if a is None else a.astype(dtype, copy=False) for a in (W, X, Xt))
-    from .data import make_X, mismatch
-
-    fam, m, N = cfg["family"], int(cfg["m"]), int(cfg["N"])
-    X = make_X(fam, m, N, rng, cond=float(cfg.get("cond", 1e6)))
-    n = int(cfg.get("n", 1))
-    scale = float(cfg.get("w_scale", 1.0))
-    if cfg.get("same_w", False):
-        w = rng.standard_normal(N) * scale
-        W = np.repeat(w[None, :], n, axis=0)
-    else:
-        W = rng.standard_normal((n, N)) * scale
-    Xt = None
-    if cfg.get("mismatch"):
-        mm = cfg["mismatch"]
-        Xt = mismatch(X, rng, kind=mm["kind"], level=float(mm["level"]))
-    dtype = np.dtype(cfg.get("dtype", "float64"))
-    cast = (lambda a: None if a is None else a.astype(dtype))
-    return cast(W), cast(X), cast(Xt)
+    """``(W, X, X_tilde)`` of a cell (``X_tilde`` is None without a mismatch), from the data source
+    its configuration selects (:mod:`verify.sources`: a synthetic family, a real model's layer, or
+    your own files)."""
+    return load_layer(cfg, rng)
 
 
 def make_grid(spec: dict, W: np.ndarray):

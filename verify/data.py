@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REGIMES", "SINGULAR", "make_X", "mismatch"]
+__all__ = ["REGIMES", "SINGULAR", "make_X", "mismatch", "synthetic_layer"]
 
 REGIMES = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
 
@@ -68,3 +68,25 @@ def mismatch(X: np.ndarray, rng: np.random.Generator, *, kind: str = "noise", le
         step = level * float(np.max(np.abs(X))) or 1.0
         return np.round(X / step) * step
     raise ValueError(f"kind must be 'noise' or 'quantized', got {kind!r}")
+
+
+def synthetic_layer(cfg: dict, rng: np.random.Generator):
+    """``(W, X, X_tilde)`` of a synthetic cell: ``X`` of family ``cfg["family"]`` (``m × N``,
+    condition ``cond``), ``n`` weight rows (one row repeated with ``same_w``) scaled by ``w_scale``,
+    ``X_tilde`` from ``cfg["mismatch"]``; cast to ``cfg["dtype"]`` (default float64)."""
+    fam, m, N = cfg["family"], int(cfg["m"]), int(cfg["N"])
+    X = make_X(fam, m, N, rng, cond=float(cfg.get("cond", 1e6)))
+    n = int(cfg.get("n", 1))
+    scale = float(cfg.get("w_scale", 1.0))
+    if cfg.get("same_w", False):
+        w = rng.standard_normal(N) * scale
+        W = np.repeat(w[None, :], n, axis=0)
+    else:
+        W = rng.standard_normal((n, N)) * scale
+    Xt = None
+    if cfg.get("mismatch"):
+        mm = cfg["mismatch"]
+        Xt = mismatch(X, rng, kind=mm["kind"], level=float(mm["level"]))
+    dtype = np.dtype(cfg.get("dtype", "float64"))
+    cast = (lambda a: None if a is None else a.astype(dtype))  # noqa: E731
+    return cast(W), cast(X), cast(Xt)

@@ -240,9 +240,10 @@ def precision_recheck_line(rc: dict) -> str:
 
 
 def _where(cfg: dict) -> str:
-    if "llm" in cfg:
-        return cfg["llm"].get("layer", "?")
-    return str(cfg.get("family", cfg.get("study", "?")))
+    from .sources import describe
+
+    d = describe(cfg)
+    return str(d["layer"] or d["group"])
 
 
 def format_float64_recheck(rc: dict) -> str:

@@ -393,15 +393,19 @@ def config_columns(cfg: dict) -> dict:
     ``percdamp`` (GPTQ's relative damping) applies; ``grid`` describes the grid in words; the
     real-LLM cells give their ``model``, ``layer`` and recipe ``label``; a column that does not apply
     is empty."""
+    from .sources import describe
+
     cfg = cfg or {}
+    src = describe(cfg)
     llm = cfg.get("llm") or {}
     alg = cfg.get("algorithm")
     out = {k: None for k in CONFIG_COLUMNS}
-    out.update(family=cfg.get("family") or ("llm" if llm else None), n=cfg.get("n"), N=cfg.get("N"),
+    out.update(family=cfg.get("family") or ("llm" if src["source"] == "llm" else None), n=cfg.get("n"), N=cfg.get("N"),
                m=cfg.get("m"), algorithm=alg, order=cfg.get("order", "natural"),
                rounding=cfg.get("rounding", "nearest"), dtype=cfg.get("dtype", "float64"),
                grid=_describe_grid(cfg.get("grid")), mismatch=_describe_mismatch(cfg.get("mismatch")),
-               model=llm.get("model"), layer=llm.get("layer"), label=cfg.get("label"))
+               model=llm.get("model") if llm else src["model"], layer=llm.get("layer") if llm else src["layer"],
+               label=cfg.get("label"))
     if alg == "qronos":
         out["variant"] = cfg.get("variant", "projection")
     if alg != "rtn":  # RTN has no damping

@@ -426,6 +426,14 @@ def q4_1_offsets(W: np.ndarray, group: int = 32) -> np.ndarray:
     return np.broadcast_to(m, (n, N // group, group)).reshape(n, N)
 
 
+def load_cell_layer(cfg: dict, rng=None):
+    """The real-model data source's loader (:mod:`verify.sources`): :func:`load_layer_data`, cast to
+    the cell's ``dtype`` (the stored data are float32; a float64 re-run casts)."""
+    W, X, Xt = load_layer_data(cfg, rng)
+    dtype = np.dtype(cfg.get("dtype", W.dtype))
+    return tuple(None if a is None else a.astype(dtype, copy=False) for a in (W, X, Xt))
+
+
 def load_layer_data(cfg: dict, rng=None, *, cache_dir=None):
     """``(W, X, X_tilde)`` of a real-LLM cell (float32): the layer's weight from the GGUF file, and
     ``X``/``X̃`` from the capture cache under ``config["llm"]["data"]`` (``X_tilde`` is ``None`` for
