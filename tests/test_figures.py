@@ -412,3 +412,195 @@ def test_figures_read_the_store_only():
                 names = [node.module]
             for name in names:
                 assert not any(name == b or name.startswith(b + ".") for b in banned), f"{path.name} imports {name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# what a reader sees: no empty panel, short legends, one colour per meaning, rendered math,
+# readable log ticks, reference lines above the data
+# ------------------------------------------------------------------------------------------------
+import re  # noqa: E402
+
+from matplotlib.collections import Collection  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+#: the most entries one legend may have
+MAX_LEGEND = 8
+_MATH = re.compile(r"(?<!\\)\$.*?(?<!\\)\$")
+
+
+def _opaque(colours) -> set:
+    keep = set()
+    for c in colours:
+        if isinstance(c, str) and c.lower() == "none":
+            continue
+        rgba = matplotlib.colors.to_rgba(c)
+        if rgba[3] > 0:
+            keep.add(to_hex(rgba[:3]))
+    return keep
+
+
+def _hexes(artist, *, meaning: bool = False) -> set:
+    """The opaque colours an artist is drawn in. ``meaning``: only the colour that carries its meaning
+    (a line's colour, a marker's or patch's fill; the edge only where the fill is white or absent)."""
+    if isinstance(artist, Line2D):
+        line = _opaque([artist.get_color()]) if artist.get_linestyle() not in ("None", "none", "") else set()
+        face = _opaque([artist.get_markerfacecolor()]) - {"#ffffff"} if artist.get_marker() not in ("None", "none", "", None) else set()
+        edge = _opaque([artist.get_markeredgecolor()]) if artist.get_marker() not in ("None", "none", "", None) else set()
+        return (line | face or edge) if meaning else (line | face | edge)
+    if isinstance(artist, Collection):
+        face, edge = _opaque(artist.get_facecolors()), _opaque(artist.get_edgecolors())
+    elif isinstance(artist, Patch):
+        face, edge = _opaque([artist.get_facecolor()]), _opaque([artist.get_edgecolor()])
+    elif isinstance(artist, Text):
+        return _opaque([artist.get_color()])
+    else:
+        return set()
+    return ((face - {"#ffffff"}) or edge) if meaning else (face | edge)
+
+
+def _is_ref(artist, ax) -> bool:
+    """axhline/axvline/axvspan: drawn in a blended transform, not in data coordinates."""
+    tr = artist.get_data_transform() if isinstance(artist, Patch) else artist.get_transform()
+    return tr != ax.transData and not isinstance(artist, Text)
+
+
+def _data_artists(ax) -> list:
+    out = []
+    for a in list(ax.lines) + list(ax.collections) + list(ax.patches):
+        if not a.get_visible() or _is_ref(a, ax):
+            continue
+        if isinstance(a, Line2D):
+            d = np.asarray(a.get_xydata(), dtype=float)
+            if d.size and np.isfinite(d).all(axis=1).any():
+                out.append(a)
+        elif isinstance(a, Collection):
+            if len(a.get_paths()) or len(a.get_offsets()):
+                out.append(a)
+        elif isinstance(a, Patch) and not (hasattr(a, "get_height") and a.get_height() == 0):
+            out.append(a)
+    return out
+
+
+def figure_problems(fig, *, max_legend: int = MAX_LEGEND) -> list:
+    """What a reader of ``fig`` would stumble on (an empty list when nothing): the figure is drawn
+    first, so mathtext that does not parse raises here."""
+    from figures._style import COLORS, MEANING_WORDS, NEUTRAL
+
+    fig.canvas.draw()
+    meaning_of = {to_hex(c): m for m, c in COLORS.items()}
+    allowed = set(meaning_of) | {to_hex(c) for c in NEUTRAL}
+    bad = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.axison:
+            continue
+        name = f"axes {i} ({ax.get_title() or 'untitled'!r})"
+        data = _data_artists(ax)
+        if not data:
+            bad.append(f"{name}: empty panel (no plotted data)")
+        for a in list(ax.lines) + list(ax.collections) + list(ax.patches) + list(ax.texts):
+            for h in _hexes(a) - allowed:
+                bad.append(f"{name}: colour {h} is in no meaning of figures._style.COLORS")
+        top = max((a.get_zorder() for a in data), default=0)
+        for a in ax.lines + ax.patches:
+            if _is_ref(a, ax) and isinstance(a, Line2D) and a.get_zorder() < top:
+                bad.append(f"{name}: reference line at zorder {a.get_zorder()} is under the data (zorder {top})")
+        for t in ax.get_xticklabels() + ax.get_yticklabels():
+            s = t.get_text()
+            if t.get_visible() and ("\\times" in s or "×10" in s or "10^{" in s):
+                bad.append(f"{name}: tick label {s!r} is not a plain number")
+    seen: dict = {}
+    for leg in fig.findobj(Legend):
+        texts = [t.get_text() for t in leg.texts]
+        if len(texts) > max_legend:
+            bad.append(f"legend with {len(texts)} entries (more than {max_legend}): {texts}")
+        for h, lab in zip(leg.legend_handles, texts):
+            for hx in _hexes(h, meaning=True):
+                m = meaning_of.get(hx)
+                if m is None:
+                    continue
+                seen.setdefault(hx, set()).add(lab)
+                if not any(w in lab for w in MEANING_WORDS[m]):
+                    bad.append(f"colour {hx} means {m!r} but the legend entry {lab!r} says something else")
+    for t in fig.findobj(Text):
+        s = t.get_text()
+        if not s or not t.get_visible():
+            continue
+        if s.count("$") - s.count("\\$") - 2 * len(_MATH.findall(s)) != 0:
+            bad.append(f"text {s!r}: unbalanced $")
+        rest = _MATH.sub("", s)
+        for tok in ("_{", "^{"):
+            if tok in rest:
+                bad.append(f"text {s!r}: raw TeX {tok!r} outside $…$")
+        if re.search(r"\\[A-Za-z]+", rest):
+            bad.append(f"text {s!r}: a TeX command outside $…$")
+    return bad
+
+
+def test_figure_checks_catch_each_problem():
+    """The checks themselves: a figure with each problem is flagged, a clean one is not."""
+    from figures._style import COLORS, new_figure
+
+    with style():
+        fig = new_figure(4, 3)
+        ax1, ax2 = fig.subplots(1, 2)
+        for k in range(MAX_LEGEND + 1):  # one legend entry too many
+            ax1.plot([0, 1], [k, k + 1], color="#333333", label=f"series {k}")
+        ax1.legend()
+        ax1.plot([0, 1], [0, 1], color=COLORS["hoeffding"], label="dead")  # blue for a family
+        ax1.legend()
+        ax1.set_xlabel(r"max_t‖B_{:,t}‖₁")  # raw TeX
+        ax1.axhline(0.5, color="#666666", zorder=1)  # reference under the data
+        ax2.set_title("(b) nothing here")  # an empty panel
+    msgs = figure_problems(fig, max_legend=MAX_LEGEND)
+    joined = "\n".join(msgs)
+    assert "more than 8" in joined
+    assert "means 'hoeffding' but the legend entry 'dead'" in joined
+    assert "raw TeX '_{'" in joined
+    assert "empty panel" in joined and "(b) nothing here" in joined
+    assert "reference line at zorder 1" in joined
+    with style():
+        fig = new_figure(4, 3)
+        ax = fig.subplots()
+        ax.plot([1, 10, 100], [1, 2, 3], color=COLORS["hoeffding"], label=r"Hoeffding, $s^2 = \delta^2/4$")
+        ax.set_xscale("log")
+        from figures._style import plain_log_ticks, ref_line
+
+        plain_log_ticks(ax)
+        ref_line(ax, 10)
+        ax.set_xlabel(r"$\max_t \|B_{:,t}\|_1$")
+        ax.legend()
+    assert figure_problems(fig) == []
+
+
+@pytest.mark.parametrize("number", list(FIGURES))
+def test_figure_reads_at_its_printed_size(number, src):
+    fig = drawn(number, src)
+    assert figure_problems(fig) == []
+
+
+def test_colour_means_one_thing_in_all_figures(src):
+    """Across all figures together, a colour of the meaning map labels only entries of its meaning."""
+    from figures._style import COLORS
+
+    hexes = [to_hex(c) for c in COLORS.values()]
+    assert len(set(hexes)) == len(hexes), "two meanings share a colour"
+    labels: dict = {}
+    for n in FIGURES:
+        fig = drawn(n, src)
+        for leg in fig.findobj(Legend):
+            for h, t in zip(leg.legend_handles, leg.texts):
+                for hx in _hexes(h, meaning=True):
+                    labels.setdefault(hx, []).append(t.get_text())
+    assert figure_problems_across(labels) == []
+
+
+def figure_problems_across(labels: dict) -> list:
+    from figures._style import COLORS, MEANING_WORDS
+
+    meaning_of = {to_hex(c): m for m, c in COLORS.items()}
+    return [f"{hx} ({meaning_of[hx]}) labels {lab!r}" for hx, labs in labels.items() if hx in meaning_of
+            for lab in labs if not any(w in lab for w in MEANING_WORDS[meaning_of[hx]])]
