@@ -261,10 +261,10 @@ def draw(src):
     leg = leg_ax.legend(h, lab, loc="center left", ncols=2, fontsize=6.3, handler_map={tuple: HandlerTuple(ndivide=None)})
     if kinds:
         leg_ax.add_artist(leg)
-        hk = [Line2D([], [], marker=marker_for(i), ls="none", color=color("qronos/projection"), mec="#333333", mew=0.3)
-              for i in range(len(kinds))]
-        leg_ax.legend(hk, kinds, loc="center right", ncols=2, fontsize=6.3, title="(b) real layers, Qronos (projection)",
-                      title_fontsize=6.4)
+        hk = [Line2D([], [], marker=marker_for(i), ls="none", color="#bbbbbb", mec="#333333", mew=0.4)
+              for i in range(len(kinds))]  # the shape names the type; the colour is the algorithm's
+        leg_ax.legend(hk, kinds, loc="center right", ncols=2, fontsize=6.3,
+                      title="(b) real layers (Qronos projection): marker = layer type", title_fontsize=6.4)
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
     add_footer(fig, src.footer(cells + (llm_cells if llm else []), what=f"study {STUDY}",
                                extra_campaigns=llm_camps if llm else ()))

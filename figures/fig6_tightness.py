@@ -7,7 +7,7 @@ claims on squared norms, so that every ratio compares norms; ratios ≤ 1 mean t
 ratio near 1 that it is nearly attained — T1 is attained by orthogonal columns). Boxes: all rows
 of the panel pooled (quartiles, whiskers 5–95 %); markers: the worst (largest) ratio of each data
 family (left) or LLM layer type (right; drawn only when the store holds real-LLM cells), told apart
-by marker shape (white, black edge: no colour, so no colour of the other figures is borrowed).
+by marker shape (white, dark grey edge: no colour, so no colour of the other figures is borrowed).
 Ratios above 1 are legitimate for the probability claims (marked †: T2.tail, T2.hp.*, T3.drift_tail,
 T5.*: a row exceeds its bound with probability ≤ η, which the campaign tests with an exact binomial
 test), never for the deterministic ones; the note under the panels says so, and speaks of
@@ -104,7 +104,7 @@ def _panel(ax, data: dict, claims: list, group_order: list, *, gid: str):
                 xs.append(float(np.max(r)))
                 ys.append(ypos[cid] + 0.28 * ((i % 5) / 4 - 0.5) if len(group_order) > 1 else ypos[cid])
         if xs:
-            sc = ax.scatter(xs, ys, s=20, marker=marker_for(i), facecolor="white", edgecolor="#000000", lw=0.7,
+            sc = ax.scatter(xs, ys, s=20, marker=marker_for(i), facecolor="white", edgecolor="#333333", lw=0.7,
                             zorder=3, label=g)
             sc.set_gid(f"{gid}:worst:{g}")
     ref_line(ax, 1.0, ls="--", zorder=Z_REF)
