@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._data import claim_arrays, meas
-from ._style import add_footer, color, marker_for, new_figure, note, plain_log_ticks, ref_line
+from ._style import add_footer, color, legend_axes, marker_for, new_figure, note, plain_log_ticks, ref_line
 
 NUMBER = 1
 STEM = "fig1_lambda"
@@ -24,8 +24,8 @@ TITLE = "Deterministic OPTQ: ℓ2 error against the T1 bound and its looser form
 
 #: (claim, label, line style): one colour (deterministic OPTQ's bounds), three line styles and markers
 BOUNDS = (
-    ("T1.sum_c", r"T1: $(\delta/2)\sqrt{\sum_t c_t}$", "-"),
-    ("T1.explicit", r"T1 explicit: $(\delta/2)\sqrt{\sum_t \hat c_t}$", "--"),
+    ("T1.sum_c", r"T1: $(\delta/2)\sqrt{\Sigma_t c_t}$", "-"),
+    ("T1.explicit", r"T1 explicit: $(\delta/2)\sqrt{\Sigma_t \hat c_t}$", "--"),
     ("T1.frobenius", r"T1 Frobenius: $(\delta/2)\sqrt{\|X\|_F^2 + N\lambda}$", "-."),
 )
 
@@ -56,8 +56,13 @@ def draw(src):
     cells = src.study(STUDY, f"figure {NUMBER}")
     fams = by_family(cells, src)
     k = len(fams)
-    fig = new_figure(3.4 * k + 0.4, 5.2)
-    axes = fig.subplots(2, k, sharex=True, squeeze=False, height_ratios=[2.2, 1.0])
+    fig = new_figure(3.4 * k + 0.4, 5.9)
+    gs = fig.add_gridspec(3, k, height_ratios=[2.2, 1.0, 0.32])
+    axes = np.empty((2, k), dtype=object)
+    for j in range(k):
+        axes[0, j] = fig.add_subplot(gs[0, j])
+        axes[1, j] = fig.add_subplot(gs[1, j], sharex=axes[0, j])
+        axes[0, j].tick_params(labelbottom=False)
     for j, (fam, cs) in enumerate(fams.items()):
         ax, axr = axes[0, j], axes[1, j]
         x = np.array([lam_rel(c) for c in cs])
@@ -107,7 +112,7 @@ def draw(src):
             ax.set_ylabel("ℓ2 output error (units of Xw)")
             axr.set_ylabel("tightness lhs/rhs\n(median over rows)")
     h, lab = axes[0, 0].get_legend_handles_labels()
-    axes[0, -1].legend(h, lab, loc="upper left", fontsize=6.5)
+    legend_axes(fig.add_subplot(gs[2, :]), h, lab, ncols=3, fontsize=6.6)
     axes[1, -1].legend(loc="lower right", fontsize=6.5, ncols=3)
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
     add_footer(fig, src.footer(cells, what=f"study {STUDY}"))

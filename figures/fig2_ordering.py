@@ -76,7 +76,7 @@ def draw(src):
         for b in bars.patches:
             b.set_gid(f"err_l2:{o}")
         mk = ax_e.scatter(pos, bound, marker="_", s=140, color=color("nearest"), lw=1.8, zorder=4,
-                          label=r"T1 bound $(\delta/2)\sqrt{\sum_t c_t}$" if i == 0 else None)
+                          label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$" if i == 0 else None)
         mk.set_gid(f"bound:{o}")
         bars = ax_s.bar(pos, rel, width, color=face, hatch=HATCH.get(o, ""), edgecolor="#333333", lw=0.5,
                         label=LABEL.get(o, o))
@@ -91,8 +91,8 @@ def draw(src):
     plain_log_ticks(ax_e, "y")
     ax_e.set_title("(a) ℓ2 error (whiskers: min–max) and T1 bound")
     ref_line(ax_s, 1.0, axis="y", ls="--", label=r"AM–GM floor $N(\det H_\lambda)^{1/N}$ (every order)")
-    ax_s.set_ylabel(r"$\sum_t c_t \,/\, N(\det H_\lambda)^{1/N}$")
-    ax_s.set_title(r"(b) $\sum_t c_t$ relative to the order-free floor (O1)")
+    ax_s.set_ylabel(r"$\Sigma_t c_t \,/\, N(\det H_\lambda)^{1/N}$")
+    ax_s.set_title(r"(b) $\Sigma_t c_t$ relative to the order-free floor (O1)")
     top = np.nanmax([p.get_height() for p in ax_s.patches] + [1.0])
     ax_s.set_ylim(0, top * 1.15)
 
@@ -122,6 +122,6 @@ def draw(src):
     ax_c.set_title(f"(c) $c_t$ along the order ({fam})")
     h, lab = collect_legend([ax_e, ax_s])
     legend_axes(fig.add_subplot(gs[1, :]), h, lab, ncols=6, fontsize=6.5)
-    fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
+    fig.suptitle(f"Fig. {NUMBER}. " + TITLE.replace("Σc_t", r"$\Sigma_t c_t$"), fontsize=9.5)
     add_footer(fig, src.footer(cells, what=f"study {STUDY}"))
     return fig

@@ -124,7 +124,7 @@ def _l2_panel(ax, fam, d):
     ax.set_xlim(0, xmax)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"(a) ℓ2 error, {fam}")
-    ax.set_xlabel(r"ratio $x = \|X(w-q)\|_2 \,/\, (\delta/2)\sqrt{\sum_t c_t}$")
+    ax.set_xlabel(r"ratio $x = \|X(w-q)\|_2 \,/\, (\delta/2)\sqrt{\Sigma_t c_t}$")
 
 
 def _tail_panel(ax, fam, d, eta):

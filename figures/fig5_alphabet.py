@@ -37,10 +37,10 @@ TITLE = "Alphabet size: K needed for no saturation against N — deterministic (
 DET, STO = color("nearest"), color("hoeffding")
 #: one legend for both panels: (a) K = ‖w‖∞/δ + radius, (b) the radius (drift) alone
 LAB = {
-    "P1": (r"P1 (nearest): $K + \frac{1}{2} \geq \|w\|_\infty/\delta + \frac{1}{2}\max_t\|B_{:,t}\|_1$"
-           r"   [(b): the radius $\frac{1}{2}\max_t\|B_{:,t}\|_1$]"),
+    "P1": (r"P1 (nearest): $K + \frac{1}{2} \geq \|w\|_\infty/\delta + \frac{1}{2}\mathrm{max}_t\|B_{:,t}\|_1$"
+           r"   [(b): the radius $\frac{1}{2}\mathrm{max}_t\|B_{:,t}\|_1$]"),
     "det": "observed, nearest rounding (worst of the weight rows)",
-    "T3": (r"T3 (stochastic, w.p. $\geq 1-\eta$): $K \geq \|w\|_\infty/\delta + (s/\delta)\max_t\|B_{:,t}\|_2"
+    "T3": (r"T3 (stochastic, w.p. $\geq 1-\eta$): $K \geq \|w\|_\infty/\delta + (s/\delta)\mathrm{max}_t\|B_{:,t}\|_2"
            r"\sqrt{2\log(2N/\eta)}$   [(b): the radius]"),
     "sto": "observed, stochastic rounding: (1−η) quantile over trials",
     "max": "observed, stochastic rounding: maximum over trials",
@@ -164,7 +164,7 @@ def draw(src):
     axd.xaxis.set_minor_formatter(NullFormatter())
     plain_log_ticks(axd, "y")
     axd.set_xlabel("N (input features)")
-    axd.set_ylabel(r"drift $\max_t |z_t - w_t|$ (steps of $\delta$)")
+    axd.set_ylabel(r"drift $\mathrm{max}_t |z_t - w_t|$ (steps of $\delta$)")
     axd.set_title("(b) drift: observed against the P1 and T3 radii")
     h, lab = collect_legend([axk, axd])
     legend_axes(fig.add_subplot(gs[1, :]), h, lab, ncols=2, fontsize=6.2)

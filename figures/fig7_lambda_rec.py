@@ -89,7 +89,7 @@ def draw(src, K=None):
         ax_t = fig.add_subplot(gs[2, j])
         axes_all += [ax_b, ax_k, ax_t]
         x = sc["lam"]
-        ln, = ax_b.plot(x, sc["bound"], color=color("nearest"), marker="o", label=r"T1 bound $(\delta/2)\sqrt{\sum_t c_t}$")
+        ln, = ax_b.plot(x, sc["bound"], color=color("nearest"), marker="o", label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$")
         ln.set_gid("bound")
         ln, = ax_b.plot(x, sc["err"], color=color("observed"), marker=".", ls=":", lw=1.0,
                         label=r"observed $\|X(w-q)\|_2$ (median over rows)")
@@ -99,7 +99,7 @@ def draw(src, K=None):
         ln.set_gid("K_t3")
         if np.isfinite(sc["K_t3_loose"]).any():
             ln, = ax_k.plot(x, sc["K_t3_loose"], color=color("hoeffding"), ls="--", lw=1.0,
-                            label=r"$K_{T3}$ from $\|B_{:,t}\|_2^2 \leq \max_j\|X_j\|^2/\lambda$ (clipped)")
+                            label=r"$K_{T3}$ from $\|B_{:,t}\|_2^2 \leq \mathrm{max}_j\|X_j\|^2/\lambda$ (clipped)")
             ln.set_gid("K_t3_loose")
         ln, = ax_k.plot(x, sc["K_p1"], color=color("nearest"), ls="-.", lw=1.0,
                         label=r"$K_{P1}(\lambda)$ (nearest rounding)")
