@@ -27,7 +27,7 @@ from verify._atomic import atomic_path
 
 __all__ = ["OKABE_ITO", "COLORS", "MEANING_WORDS", "NEUTRAL", "REF", "Z_REF", "MARKERS", "LINESTYLES", "color",
            "marker_for", "style", "new_figure", "add_footer", "save", "note", "legend_axes", "collect_legend",
-           "plain_log_ticks", "ref_line", "FORMATS"]
+           "plain_log_ticks", "ref_line", "fit_width", "FORMATS"]
 
 #: Okabe–Ito colours by name
 OKABE_ITO = {
@@ -118,9 +118,22 @@ def new_figure(width: float = 7.0, height: float = 4.2, **kw) -> Figure:
     return fig
 
 
+def fit_width(fig: Figure, text: str, fontsize: float, indent: str = "") -> str:
+    """``text`` with its lines broken so that each fits the figure's width at ``fontsize`` (an average
+    character is taken as 0.6 em wide, on the safe side for DejaVu Sans)."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    out = []
+    for line in text.split("\n"):
+        lead = line[:len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line, width=width, subsequent_indent=lead + indent) or [""]
+    return "\n".join(out)
+
+
 def add_footer(fig: Figure, text: str) -> None:
     """The data provenance, small and grey, under the axes (kept clear of them by the layout)."""
-    fig.supxlabel(text, fontsize=6.2, color="#555555", x=0.0, ha="left")
+    fig.supxlabel(fit_width(fig, text, 6.2, indent="  "), fontsize=6.2, color="#555555", x=0.0, ha="left")
     fig._ptq_footer = text  # for tests and callers
 
 

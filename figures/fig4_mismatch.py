@@ -87,7 +87,7 @@ def row_ratio(num, den):
 
 def llm_ratios(llm_cells) -> dict:
     """``{layer type: [(relative mismatch, median row ratio Qronos/OPTQ on X̃, median ratio of the original
-    variant or None)]}``, one entry per real layer that has both cells of :data:`LLM_PAIR` and X̃ ≠ X."""
+    variant or None, the row ratios)]}``, one entry per real layer that has both cells of :data:`LLM_PAIR` and X̃ ≠ X."""
     by_layer: dict = {}
     for c in llm_cells:
         cfg = c.get("config") or {}
@@ -108,7 +108,7 @@ def llm_ratios(llm_cells) -> dict:
         ro = row_ratio(orig, o) if orig is not None else None
         kind = q["config"].get("kind") or q["config"]["llm"].get("kind") or "layer"
         out.setdefault(str(kind), []).append((float(mm), float(np.median(r)),
-                                              float(np.median(ro)) if ro is not None and ro.size else None))
+                                              float(np.median(ro)) if ro is not None and ro.size else None, r))
     return out
 
 
@@ -175,11 +175,11 @@ def _panel_b(ax, det, llm):
     kinds = list(llm)
     orig_gap = []
     for i, kind in enumerate(kinds):
-        pts = np.array([(m, r) for m, r, _ in llm[kind]])
+        pts = np.array([(m, r) for m, r, *_ in llm[kind]])
         sc = ax.scatter(pts[:, 0], pts[:, 1], marker=marker_for(i), s=16, color=color("qronos/projection"),
                         edgecolor="#333333", lw=0.3, alpha=0.85, zorder=2.5)
         sc.set_gid(f"llm:{kind}")
-        orig_gap += [abs(ro - r) for _, r, ro in llm[kind] if ro is not None]
+        orig_gap += [abs(ro - r) for _, r, ro, _ in llm[kind] if ro is not None]
         lo_x.append(float(np.min(pts[:, 0])))
         hi_x.append(float(np.max(pts[:, 0])))
     ref_line(ax, 1.0, axis="y")
@@ -188,10 +188,14 @@ def _panel_b(ax, det, llm):
         ax.set_xlim(min(lo_x) / 1.5, max(hi_x) * 1.5)
     if llm:
         n = sum(len(v) for v in llm.values())
-        allr = np.array([r for v in llm.values() for _, r, _ in v])
-        txt = (f"{n} real layers (filled; 4-bit): median ratio {np.min(allr):.2f}–{np.max(allr):.2f}"
-               + (f"\noriginal variant there: within {max(orig_gap):.3f} of projection (not drawn)" if orig_gap else ""))
-        ax.text(0.03, 0.03, txt, transform=ax.transAxes, fontsize=6.4, va="bottom", ha="left", color="#333333",
+        allr = np.array([r for v in llm.values() for _, r, *_ in v])
+        pooled = {kind: float(np.median(np.concatenate([rows for *_, rows in llm[kind]]))) for kind in kinds}
+        items = [f"{kind} {m:.2f}" for kind, m in sorted(pooled.items(), key=lambda kv: kv[1])]
+        per_type = ",\n    ".join(", ".join(items[i:i + 4]) for i in range(0, len(items), 4))
+        txt = (f"{n} real layers (filled, 4-bit), per layer {np.min(allr):.2f}–{np.max(allr):.2f};\n"
+               f"median over the rows of each type:\n    {per_type}"
+               + (f"\noriginal variant: within {max(orig_gap):.3f} of projection (not drawn)" if orig_gap else ""))
+        ax.text(0.03, 0.03, txt, transform=ax.transAxes, fontsize=6.2, va="bottom", ha="left", color="#333333",
                 zorder=Z_REF + 1, bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", lw=0.5))
     ax.set_ylim(0, 1.25)
     ax.set_xlabel(r"relative mismatch $\|\tilde X - X\|_F \,/\, \|X\|_F$")

@@ -20,7 +20,7 @@ import matplotlib
 import numpy as np
 
 from ._data import group_of, is_llm, llm_parts, ratio
-from ._style import Z_REF, add_footer, collect_legend, marker_for, new_figure, plain_log_ticks, ref_line
+from ._style import Z_REF, add_footer, collect_legend, fit_width, marker_for, new_figure, plain_log_ticks, ref_line
 
 NUMBER = 6
 STEM = "fig6_tightness"
@@ -168,7 +168,7 @@ def draw(src):
     if over:
         notes.append("Deterministic claims above 1 (by more than 1e-9): " + "; ".join(over) + ". A row counts as "
                      "violated only beyond the run's measured floating-point deviation (paper_checks.md).")
-    leg.text(0.5, 0.0, "\n".join(notes), transform=leg.transAxes, ha="center", va="bottom", fontsize=6.3,
+    leg.text(0.5, 0.0, fit_width(fig, "\n".join(notes), 6.3), transform=leg.transAxes, ha="center", va="bottom", fontsize=6.3,
              color="#333333")
     fig.suptitle(f"Fig. {NUMBER}. {TITLE if two else TITLE_SYNTH}", fontsize=9.5)
     add_footer(fig, src.footer(synth + llm, what="all studies", extra_campaigns=llm_camps))

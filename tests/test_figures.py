@@ -557,6 +557,15 @@ def figure_problems(fig, *, max_legend: int = MAX_LEGEND) -> list:
             s = t.get_text()
             if t.get_visible() and ("\\times" in s or "×10" in s or "10^{" in s):
                 bad.append(f"{name}: tick label {s!r} is not a plain number")
+    renderer = fig.canvas.get_renderer()
+    fb = fig.bbox
+    ticks = {id(lab) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tk in axis.get_major_ticks() + axis.get_minor_ticks() for lab in (tk.label1, tk.label2)}
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and id(t) not in ticks:  # ticks outside the view are not drawn
+            e = t.get_window_extent(renderer)
+            if e.x0 < fb.x0 - 2 or e.x1 > fb.x1 + 2 or e.y0 < fb.y0 - 2 or e.y1 > fb.y1 + 2:
+                bad.append(f"text {t.get_text()[:60]!r} runs off the figure")
     seen: dict = {}
     for leg in fig.findobj(Legend):
         texts = [t.get_text() for t in leg.texts]
@@ -600,6 +609,7 @@ def test_figure_checks_catch_each_problem():
         ax1.set_xlabel(r"max_t‖B_{:,t}‖₁")  # raw TeX
         ax1.axhline(0.5, color="#666666", zorder=1)  # reference under the data
         ax2.set_title("(b) nothing here")  # an empty panel
+        ax2.text(0.5, 0.5, "a note that runs past the right edge", transform=ax2.transAxes, in_layout=False)
     msgs = figure_problems(fig, max_legend=MAX_LEGEND)
     joined = "\n".join(msgs)
     assert "more than 8" in joined
@@ -607,6 +617,7 @@ def test_figure_checks_catch_each_problem():
     assert "raw TeX '_{'" in joined
     assert "empty panel" in joined and "(b) nothing here" in joined
     assert "reference line at zorder 1" in joined
+    assert "runs off the figure" in joined
     with style():
         fig = new_figure(4, 3)
         ax = fig.subplots()
