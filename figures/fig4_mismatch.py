@@ -270,6 +270,6 @@ def draw(src):
         leg_ax.legend(hk, kinds, loc="center right", ncols=2, fontsize=6.3,
                       title="(b) real layers (Qronos projection): marker = layer type", title_fontsize=6.4)
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
-    add_footer(fig, src.footer(cells + (llm_cells if llm else []), what=f"study {STUDY}",
-                               extra_campaigns=llm_camps if llm else ()))
+    read = [c for c in llm_cells if (c.get("config") or {}).get("label") in LLM_PAIR + ("qronos-original",)] if llm else []
+    add_footer(fig, src.footer(cells + read, what=f"study {STUDY}", extra_campaigns=llm_camps if llm else ()))
     return fig
