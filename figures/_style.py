@@ -8,8 +8,11 @@ Palette: Okabe & Ito (2008), "Color Universal Design", safe for the common colou
 deficiencies; every series also differs by marker or line style, so the figures read in grey.
 
 One colour, one meaning, in every figure: :data:`COLORS` maps each meaning to its colour (no colour
-twice), and the figures take their colours from it by meaning (:func:`color`). What has no colour of
-its own (data families, layer types, processing orders) differs by marker, hatch or line style.
+twice), and the figures take their colours from it by meaning (:func:`color`). Measured values are
+black where a panel shows one algorithm and rounding; where a panel compares them, a measured value
+takes the colour of its algorithm or rounding and differs from that one's bound by marker or line
+style. What has no colour of its own (data families, layer types, processing orders) differs by
+marker, hatch or line style.
 Reference lines (bound = 1, the probability η, …) are grey, drawn above the data (:data:`Z_REF`).
 """
 

@@ -91,7 +91,8 @@ def draw(src):
             if not np.isfinite(rhs).any():
                 missing.append(cid)
                 continue
-            ln, = ax.plot(x, rhs, color=col, ls=ls, marker=marker_for(i + 1), ms=3.5, mfc="white", label=label, zorder=4)
+            ln, = ax.plot(x, rhs, color=col, ls=ls, marker=marker_for(i + 1), ms=3.5, mfc="white", label=label,
+                          zorder=4)
             ln.set_gid(f"rhs:{cid}")
             lhs_c = [claim_arrays(c, cid) for c in cs]
             rat = np.array([_median(l / r) if l is not None else np.nan for l, r in lhs_c])

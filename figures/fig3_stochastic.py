@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ._data import claim_arrays, meas
-from ._style import REF, Z_REF, add_footer, color, legend_axes, new_figure, note, plain_log_ticks, ref_line
+from ._style import REF, Z_REF, add_footer, color, new_figure, note, plain_log_ticks, ref_line
 
 NUMBER = 3
 STEM = "fig3_stochastic"
@@ -180,7 +180,8 @@ def _tail_panel(ax, fam, d, eta):
         k = int(np.sum(x >= r0))
         ax.text(0.03, 0.04, f"at the Hoeffding radius ▼: observed {k} of {x.size}\ntrials ({100 * k / x.size:.2g} %);"
                 f" allowed η = {100 * eta:g} %", transform=ax.transAxes, fontsize=6.6, va="bottom", ha="left",
-                color="#333333", zorder=Z_REF + 1, bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", lw=0.5))
+                color="#333333", zorder=Z_REF + 1,
+                bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", lw=0.5))
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     if drawn:

@@ -87,7 +87,8 @@ def row_ratio(num, den):
 
 def llm_ratios(llm_cells) -> dict:
     """``{layer type: [(relative mismatch, median row ratio Qronos/OPTQ on X̃, median ratio of the original
-    variant or None, the row ratios)]}``, one entry per real layer that has both cells of :data:`LLM_PAIR` and X̃ ≠ X."""
+    variant or None, the row ratios)]}``, one entry per real layer that has both cells of :data:`LLM_PAIR`
+    and X̃ ≠ X."""
     by_layer: dict = {}
     for c in llm_cells:
         cfg = c.get("config") or {}
@@ -262,7 +263,8 @@ def draw(src):
             "(c) box: quartiles over trials, whiskers 1–99 %"]
     leg_ax = fig.add_subplot(gs[1, :])
     leg_ax.set_axis_off()
-    leg = leg_ax.legend(h, lab, loc="center left", ncols=2, fontsize=6.3, handler_map={tuple: HandlerTuple(ndivide=None)})
+    leg = leg_ax.legend(h, lab, loc="center left", ncols=2, fontsize=6.3,
+                        handler_map={tuple: HandlerTuple(ndivide=None)})
     if kinds:
         leg_ax.add_artist(leg)
         hk = [Line2D([], [], marker=marker_for(i), ls="none", color="#bbbbbb", mec="#333333", mew=0.4)
@@ -270,6 +272,7 @@ def draw(src):
         leg_ax.legend(hk, kinds, loc="center right", ncols=2, fontsize=6.3,
                       title="(b) real layers (Qronos projection): marker = layer type", title_fontsize=6.4)
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
-    read = [c for c in llm_cells if (c.get("config") or {}).get("label") in LLM_PAIR + ("qronos-original",)] if llm else []
+    labels = LLM_PAIR + ("qronos-original",)
+    read = [c for c in llm_cells if (c.get("config") or {}).get("label") in labels] if llm else []
     add_footer(fig, src.footer(cells + read, what=f"study {STUDY}", extra_campaigns=llm_camps if llm else ()))
     return fig

@@ -168,7 +168,8 @@ def draw(src):
     if over:
         notes.append("Deterministic claims above 1 (by more than 1e-9): " + "; ".join(over) + ". A row counts as "
                      "violated only beyond the run's measured floating-point deviation (paper_checks.md).")
-    leg.text(0.5, 0.0, fit_width(fig, "\n".join(notes), 6.3), transform=leg.transAxes, ha="center", va="bottom", fontsize=6.3,
+    leg.text(0.5, 0.0, fit_width(fig, "\n".join(notes), 6.3), transform=leg.transAxes, ha="center", va="bottom",
+             fontsize=6.3,
              color="#333333")
     fig.suptitle(f"Fig. {NUMBER}. {TITLE if two else TITLE_SYNTH}", fontsize=9.5)
     add_footer(fig, src.footer(synth + llm, what="all studies", extra_campaigns=llm_camps))

@@ -89,7 +89,8 @@ def draw(src, K=None):
         ax_t = fig.add_subplot(gs[2, j])
         axes_all += [ax_b, ax_k, ax_t]
         x = sc["lam"]
-        ln, = ax_b.plot(x, sc["bound"], color=color("nearest"), marker="o", label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$")
+        ln, = ax_b.plot(x, sc["bound"], color=color("nearest"), marker="o",
+                        label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$")
         ln.set_gid("bound")
         ln, = ax_b.plot(x, sc["err"], color=color("observed"), marker=".", ls=":", lw=1.0,
                         label=r"observed $\|X(w-q)\|_2$ (median over rows)")
@@ -120,7 +121,8 @@ def draw(src, K=None):
             st.set_gid("recommended")
             for a in (ax_b, ax_k):
                 ref_line(a, x[i], ls="--", lw=0.8, color="#999999")
-            ax_b.set_title(f"{fam}\n$K$ = {sc['K']}: recommended $\\lambda^*$ = {x[i]:.3g}" + r"$\cdot\mathrm{mean}_t\|X_t\|^2$")
+            ax_b.set_title(f"{fam}\n$K$ = {sc['K']}: recommended $\\lambda^*$ = {x[i]:.3g}"
+                           + r"$\cdot\mathrm{mean}_t\|X_t\|^2$")
         else:
             ax_b.set_title(f"{fam}\nno λ of the grid meets K = {sc['K']}")
         for a in (ax_b, ax_k):

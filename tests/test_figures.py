@@ -489,11 +489,12 @@ def _hexes(artist, *, meaning: bool = False) -> set:
     (a line's colour, a marker's or patch's fill; the edge only where the fill is white or absent)."""
     if isinstance(artist, Line2D):
         line = _opaque([artist.get_color()]) if artist.get_linestyle() not in ("None", "none", "") else set()
-        face = _opaque([artist.get_markerfacecolor()]) - {"#ffffff"} if artist.get_marker() not in ("None", "none", "", None) else set()
-        edge = _opaque([artist.get_markeredgecolor()]) if artist.get_marker() not in ("None", "none", "", None) else set()
-        has_face = artist.get_marker() not in ("None", "none", "", None) and MarkerStyle(artist.get_marker()).is_filled()
+        marked = artist.get_marker() not in ("None", "none", "", None)
+        has_face = marked and MarkerStyle(artist.get_marker()).is_filled()  # "_", "+", "x" have no face
         face_all = _opaque([artist.get_markerfacecolor()]) if has_face else set()
-        return (line | face or edge) if meaning else (line | face_all | edge)  # only what is drawn
+        face = face_all - {"#ffffff"}
+        edge = _opaque([artist.get_markeredgecolor()]) if marked else set()
+        return ((line | face) or edge) if meaning else (line | face_all | edge)  # only what is drawn
     if isinstance(artist, Collection):
         face, edge = _opaque(artist.get_facecolors()), _opaque(artist.get_edgecolors())
     elif isinstance(artist, Patch):
