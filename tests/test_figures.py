@@ -470,6 +470,8 @@ from matplotlib.transforms import BlendedAffine2D, BlendedGenericTransform  # no
 
 #: the most entries one legend may have
 MAX_LEGEND = 8
+#: the smallest font size, in points at the figure's own size (the size the PNG is written at)
+MIN_FONT_PT = 6.0
 _MATH = re.compile(r"(?<!\\)\$.*?(?<!\\)\$")
 
 
@@ -584,6 +586,8 @@ def figure_problems(fig, *, max_legend: int = MAX_LEGEND) -> list:
         s = t.get_text()
         if not s or not t.get_visible():
             continue
+        if t.get_fontsize() < MIN_FONT_PT:
+            bad.append(f"text {s[:40]!r} at {t.get_fontsize():g} pt (under {MIN_FONT_PT} pt)")
         if s.count("$") - s.count("\\$") - 2 * len(_MATH.findall(s)) != 0:
             bad.append(f"text {s!r}: unbalanced $")
         rest = _MATH.sub("", s)
@@ -610,6 +614,7 @@ def test_figure_checks_catch_each_problem():
         ax1.set_xlabel(r"max_t‖B_{:,t}‖₁")  # raw TeX
         ax1.axhline(0.5, color="#666666", zorder=1)  # reference under the data
         ax2.set_title("(b) nothing here")  # an empty panel
+        ax2.set_ylabel("too small to read", fontsize=4)
         ax2.text(0.5, 0.5, "a note that runs past the right edge", transform=ax2.transAxes, in_layout=False)
     msgs = figure_problems(fig, max_legend=MAX_LEGEND)
     joined = "\n".join(msgs)
@@ -619,6 +624,7 @@ def test_figure_checks_catch_each_problem():
     assert "empty panel" in joined and "(b) nothing here" in joined
     assert "reference line at zorder 1" in joined
     assert "runs off the figure" in joined
+    assert "'too small to read' at 4 pt" in joined
     with style():
         fig = new_figure(4, 3)
         ax = fig.subplots()
