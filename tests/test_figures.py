@@ -212,11 +212,11 @@ def test_fig3_stochastic_data(src):
     texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
     # what T2.expectation bounds (the mean of the squared ratio) and the observed fraction above 1
     m2 = np.mean(dz["T2.expectation/lhs"]) / med(dz["T2.expectation/rhs"])
-    assert f"mean ratio² = {m2:.2f}" in texts and m2 <= 1
-    assert f"ratio > 1: {100 * np.mean(r > 1):.1f} % of {r.size} trials" in texts
+    assert f"T2.expectation: mean {m2:.2f} ≤ 1" in texts and m2 <= 1
+    assert f"above 1: {100 * np.mean(r > 1):.1f} % of {r.size} trials" in texts
     # (b) the observed fraction at the Hoeffding radius, against the allowed η
     k = int(np.sum(dz["err_linf"] >= med(dz["T2.hp.hoeffding/rhs"])))
-    assert f"observed {k} of {r.size}" in texts and f"allowed η = {100 * ETA:g} %" in texts
+    assert f"above the Hoeffding radius ▼: {k} of {r.size}\n(allowed: a fraction η = {100 * ETA:g} %)" in texts
     # (b) the empirical tail, δZ and finite grid jointly with no saturation
     t = xy(one(fig, "tail:dz"))
     np.testing.assert_allclose(t[:, 0], np.sort(dz["err_linf"]), rtol=1e-12)
@@ -569,6 +569,15 @@ def figure_problems(fig, *, max_legend: int = MAX_LEGEND) -> list:
             e = t.get_window_extent(renderer)
             if e.x0 < fb.x0 - 2 or e.x1 > fb.x1 + 2 or e.y0 < fb.y0 - 2 or e.y1 > fb.y1 + 2:
                 bad.append(f"text {t.get_text()[:60]!r} runs off the figure")
+    # titles and axis labels of different panels must not overlap one another
+    heads = [(i, t) for i, ax in enumerate(fig.axes) if ax.axison
+             for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_visible() and t.get_text().strip()]
+    boxes = [(i, t, t.get_window_extent(renderer)) for i, t in heads]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            (i, t, e), (j, u, f) = boxes[a], boxes[b]
+            if i != j and e.overlaps(f):
+                bad.append(f"text {t.get_text()[:40]!r} overlaps {u.get_text()[:40]!r}")
     seen: dict = {}
     for leg in fig.findobj(Legend):
         texts = [t.get_text() for t in leg.texts]
@@ -615,6 +624,7 @@ def test_figure_checks_catch_each_problem():
         ax1.axhline(0.5, color="#666666", zorder=1)  # reference under the data
         ax2.set_title("(b) nothing here")  # an empty panel
         ax2.set_ylabel("too small to read", fontsize=4)
+        ax1.set_title("a title much too long for its panel, over its neighbour's", in_layout=False)
         ax2.text(0.5, 0.5, "a note that runs past the right edge", transform=ax2.transAxes, in_layout=False)
     msgs = figure_problems(fig, max_legend=MAX_LEGEND)
     joined = "\n".join(msgs)
@@ -625,6 +635,7 @@ def test_figure_checks_catch_each_problem():
     assert "reference line at zorder 1" in joined
     assert "runs off the figure" in joined
     assert "'too small to read' at 4 pt" in joined
+    assert "overlaps '(b) nothing here'" in joined
     with style():
         fig = new_figure(4, 3)
         ax = fig.subplots()
