@@ -130,6 +130,10 @@ def fit_width(fig: Figure, text: str, fontsize: float, indent: str = "") -> str:
     out = []
     for line in text.split("\n"):
         lead = line[:len(line) - len(line.lstrip())]
+        if len(line) > width and " | " in line:  # break at the separator first
+            head, tail = line.rsplit(" | ", 1)
+            out += textwrap.wrap(head, width=width, subsequent_indent=lead + indent) or [""]
+            line = lead + indent + tail
         out += textwrap.wrap(line, width=width, subsequent_indent=lead + indent) or [""]
     return "\n".join(out)
 
@@ -172,7 +176,8 @@ def _plain(v, _pos=None) -> str:
 
 def plain_log_ticks(ax, axis: str = "x") -> None:
     """Readable labels on a log axis: plain numbers at the decades; when the axis spans under two
-    decades, also at 2 and 5 times them (the minor ticks stay, unlabelled, elsewhere)."""
+    decades, also at 2 and 5 times them, under one decade at more round values (the minor ticks
+    stay, unlabelled, elsewhere). Call it after the data are drawn (it reads the axis limits)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     a = getattr(ax, f"{axis}axis")
@@ -180,7 +185,9 @@ def plain_log_ticks(ax, axis: str = "x") -> None:
         return
     lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
     a.set_major_formatter(FuncFormatter(_plain))
-    if lo > 0 and math.log10(hi / lo) < 2:
+    if lo > 0 and math.log10(hi / lo) < 1:  # under a decade: enough round values to read a slope
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)))
+    elif lo > 0 and math.log10(hi / lo) < 2:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     a.set_minor_formatter(NullFormatter())
 
