@@ -10,8 +10,9 @@ per family.
 stored T1.sum_c bound, the same number), a vertical line. T2.expectation bounds the mean of the
 squared ratio by 1 (with λ‖w−q‖² added to the squared error), not each trial: by Markov's inequality
 it allows a fraction 1/x² of the trials at or above x (shaded); the panel's title states the observed
-mean that T2.expectation bounds (from its stored lhs/rhs) and the observed fraction above 1. (b) The empirical tail P(‖X(w−q)‖∞ ≥ α) (on
-the finite grid, jointly with no saturation, as T2 states it) against the T2 tail bound
+mean that T2.expectation bounds (from its stored lhs/rhs) and the observed fraction above 1.
+(b) The empirical tail P(‖X(w−q)‖∞ ≥ α) (on the finite grid, jointly with no saturation, as T2
+states it) against the T2 tail bound
 Σ_i 2exp(−α²/(2σ_i²)), σ_i² = s²Σ_t δ_t²R_it²/δ², for the three named constants, the radii of
 T2.hp.* at probability η (exceeded with probability ≤ η: the panel's title states the observed
 fraction at the Hoeffding radius) and the T2.tail threshold.
