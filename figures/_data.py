@@ -1,7 +1,7 @@
 """Reading the result store for the figures (the store only: nothing is recomputed here).
 
 :func:`open_source` opens a store and selects a campaign; :class:`Source` hands out its finished
-cells by study, the real-LLM cells of the store (figure 6) and the provenance footer. Missing
+cells by study, the real-LLM cells of the store (figures 4 and 6) and the provenance footer. Missing
 stores, campaigns, studies or measurements raise :class:`FigureDataError`, whose message names
 the command that produces what is missing.
 """

@@ -6,10 +6,19 @@ Nothing here changes matplotlib's global state: figures are built with the objec
 
 Palette: Okabe & Ito (2008), "Color Universal Design", safe for the common colour-vision
 deficiencies; every series also differs by marker or line style, so the figures read in grey.
+
+One colour, one meaning, in every figure: :data:`COLORS` maps each meaning to its colour (no colour
+twice), and the figures take their colours from it by meaning (:func:`color`). Measured values are
+black where a panel shows one algorithm and rounding; where a panel compares them, a measured value
+takes the colour of its algorithm or rounding and differs from that one's bound by marker or line
+style. What has no colour of its own (data families, layer types, processing orders) differs by
+marker, hatch or line style.
+Reference lines (bound = 1, the probability η, …) are grey, drawn above the data (:data:`Z_REF`).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,8 +28,9 @@ from matplotlib.figure import Figure
 
 from verify._atomic import atomic_path
 
-__all__ = ["OKABE_ITO", "CYCLE", "MARKERS", "LINESTYLES", "color_for", "marker_for", "style", "new_figure",
-           "add_footer", "save", "note", "legend_axes", "collect_legend", "plain_log_ticks", "FORMATS"]
+__all__ = ["OKABE_ITO", "COLORS", "MEANING_WORDS", "NEUTRAL", "REF", "Z_REF", "MARKERS", "LINESTYLES", "color",
+           "marker_for", "style", "new_figure", "add_footer", "save", "note", "legend_axes", "collect_legend",
+           "plain_log_ticks", "ref_line", "fit_width", "FORMATS"]
 
 #: Okabe–Ito colours by name
 OKABE_ITO = {
@@ -33,8 +43,35 @@ OKABE_ITO = {
     "vermillion": "#D55E00",
     "purple": "#CC79A7",
 }
-#: the order series take colours in (yellow last: weak on white)
-CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "black", "yellow")]
+#: meaning -> colour, the same in every figure; no colour stands for two meanings
+COLORS = {
+    "observed": OKABE_ITO["black"],          # measured errors, empirical distributions
+    "nearest": OKABE_ITO["vermillion"],      # deterministic OPTQ (nearest rounding) and its bounds (T1, P1)
+    "hoeffding": OKABE_ITO["blue"],          # stochastic rounding, s² = δ²/4 (Hoeffding): T2, T3
+    "pi8": OKABE_ITO["orange"],              # the constant s² = πδ²/8
+    "pi2": OKABE_ITO["sky"],                 # the constant s² = πδ²/2
+    "qronos/projection": OKABE_ITO["green"],  # Qronos, projection variant (T4, T5)
+    "qronos/original": OKABE_ITO["purple"],  # Qronos, original variant (T4, T5)
+    "recommended": OKABE_ITO["yellow"],      # the recommended λ (figure 7)
+}
+#: words one of which every legend entry drawn in a meaning's colour contains (checked by the tests)
+MEANING_WORDS = {
+    "observed": ("observed", "empirical", "measured"),
+    "nearest": ("nearest", "deterministic", "OPTQ on", "P1", "T1"),
+    "hoeffding": ("Hoeffding", "stochastic", r"\delta^2/4", "T3"),
+    "pi8": (r"\pi\delta^2/8", "pi8"),
+    "pi2": (r"\pi\delta^2/2", "pi2"),
+    "qronos/projection": ("Qronos (projection)", "projection"),
+    "qronos/original": ("Qronos (original)", "original"),
+    "recommended": ("recommended",),
+}
+#: neutral colours: references (grey), context, fills; they carry no meaning of their own
+REF = "#666666"
+NEUTRAL = ("#666666", "#999999", "#bbbbbb", "#dddddd", "#eeeeee", "#ffffff", "#444444", "#333333", "#555555")
+#: reference lines are drawn above the data
+Z_REF = 4
+#: the colour cycle of the rc settings: neutral, so an uncoloured series never borrows a meaning
+CYCLE = ["#333333", "#999999"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 FORMATS = ("pdf", "png")
@@ -61,8 +98,9 @@ _RC = {
 }
 
 
-def color_for(i: int) -> str:
-    return CYCLE[i % len(CYCLE)]
+def color(meaning: str) -> str:
+    """The colour of ``meaning`` (a key of :data:`COLORS`)."""
+    return COLORS[meaning]
 
 
 def marker_for(i: int) -> str:
@@ -83,9 +121,26 @@ def new_figure(width: float = 7.0, height: float = 4.2, **kw) -> Figure:
     return fig
 
 
+def fit_width(fig: Figure, text: str, fontsize: float, indent: str = "") -> str:
+    """``text`` with its lines broken so that each fits the figure's width at ``fontsize`` (an average
+    character is taken as 0.6 em wide, on the safe side for DejaVu Sans)."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    out = []
+    for line in text.split("\n"):
+        lead = line[:len(line) - len(line.lstrip())]
+        if len(line) > width and " | " in line:  # break at the separator first
+            head, tail = line.rsplit(" | ", 1)
+            out += textwrap.wrap(head, width=width, subsequent_indent=lead + indent) or [""]
+            line = lead + indent + tail
+        out += textwrap.wrap(line, width=width, subsequent_indent=lead + indent) or [""]
+    return "\n".join(out)
+
+
 def add_footer(fig: Figure, text: str) -> None:
     """The data provenance, small and grey, under the axes (kept clear of them by the layout)."""
-    fig.supxlabel(text, fontsize=6.2, color="#555555", x=0.0, ha="left")
+    fig.supxlabel(fit_width(fig, text, 6.2, indent="  "), fontsize=6.2, color="#555555", x=0.0, ha="left")
     fig._ptq_footer = text  # for tests and callers
 
 
@@ -106,11 +161,41 @@ def collect_legend(axes) -> tuple[list, list]:
     return list(seen.values()), list(seen)
 
 
-def plain_log_ticks(ax, axis: str = "x") -> None:
-    """Major labels only on a log axis (minor labels clutter narrow panels)."""
-    from matplotlib.ticker import NullFormatter
+def _plain(v, _pos=None) -> str:
+    """A tick value as a plain number (``20``, ``0.5``, ``1e-05``), never ``2×10¹``."""
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else ""
+    if 1e-4 <= abs(v) < 1e6:
+        import numpy as np
 
-    getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
+        text = np.format_float_positional(float(f"{v:.3g}"), trim="-")
+    else:
+        text = f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return text.replace("-", "\u2212")
+
+
+def plain_log_ticks(ax, axis: str = "x") -> None:
+    """Readable labels on a log axis: plain numbers at the decades; when the axis spans under two
+    decades, also at 2 and 5 times them, under one decade at more round values (the minor ticks
+    stay, unlabelled, elsewhere). Call it after the data are drawn (it reads the axis limits)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    a = getattr(ax, f"{axis}axis")
+    if a.get_scale() != "log":
+        return
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    a.set_major_formatter(FuncFormatter(_plain))
+    if lo > 0 and math.log10(hi / lo) < 1:  # under a decade: enough round values to read a slope
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)))
+    elif lo > 0 and math.log10(hi / lo) < 2:
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a.set_minor_formatter(NullFormatter())
+
+
+def ref_line(ax, value: float, *, axis: str = "x", **kw):
+    """A grey reference line (bound = 1, η, …) above the data."""
+    kw = {"color": REF, "lw": 0.9, "zorder": Z_REF, **kw}
+    return (ax.axvline if axis == "x" else ax.axhline)(value, **kw)
 
 
 def note(ax, text: str, *, loc: str = "center") -> None:

@@ -24,7 +24,7 @@ def add_arguments(p):
                                                  "`ptq-bounds verify` writes)")
     p.add_argument("--campaign", default=None,
                    help="campaign id, or name for its latest run (default: the latest 'default' campaign); "
-                        "figure 6 adds the latest real-LLM campaign of the store when there is one")
+                        "figures 4 and 6 add the latest real-LLM campaign of the store when there is one")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
     p.add_argument("--only", default=None, metavar="1,3",
                    help=f"comma-separated figure numbers (default: all, {','.join(map(str, FIGURES))})")

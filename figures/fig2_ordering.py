@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._data import claim_arrays, meas
-from ._style import OKABE_ITO, add_footer, collect_legend, color_for, legend_axes, new_figure, note
+from ._style import add_footer, collect_legend, color, legend_axes, new_figure, note, plain_log_ticks, ref_line
 
 NUMBER = 2
 STEM = "fig2_ordering"
@@ -25,6 +25,10 @@ TITLE = "Processing order: error, T1 bound and Σc_t (O1)"
 
 ORDERS = ("natural", "decreasing", "increasing", "random")
 HATCH = {"natural": "", "decreasing": "///", "increasing": "...", "random": "xx"}
+#: orders carry no colour of their own (a colour means one thing in every figure): grey levels, hatches
+FACE = {"natural": "#ffffff", "decreasing": "#666666", "increasing": "#bbbbbb", "random": "#dddddd"}
+LINE = {"natural": ("#333333", "-"), "decreasing": ("#333333", "--"), "increasing": ("#999999", "-."),
+        "random": ("#999999", ":")}
 LABEL = {"decreasing": "decreasing (act_order)"}
 
 
@@ -52,7 +56,7 @@ def draw(src):
     width = 0.8 / max(1, len(orders))
     xs = np.arange(len(fams))
     for i, o in enumerate(orders):
-        col = color_for(i)
+        face = FACE.get(o, "#eeeeee")
         pos = xs - 0.4 + width * (i + 0.5)
         med, lo, hi, bound, rel = [], [], [], [], []
         for f in fams:
@@ -66,15 +70,15 @@ def draw(src):
             floor, sc = claim_arrays(c, "O1.amgm") if c else (None, None)  # lhs: the floor, rhs: Σ_t c_t
             rel.append(float(sc[0] / floor[0]) if floor is not None else np.nan)
         med, lo, hi = map(np.array, (med, lo, hi))
-        bars = ax_e.bar(pos, med, width, color=col, hatch=HATCH.get(o, ""), edgecolor="white", lw=0.3,
+        bars = ax_e.bar(pos, med, width, color=face, hatch=HATCH.get(o, ""), edgecolor="#333333", lw=0.5,
                         label=LABEL.get(o, o), yerr=np.vstack([med - lo, hi - med]),
                         error_kw=dict(lw=0.7, capsize=1.5, ecolor="#333333"))
         for b in bars.patches:
             b.set_gid(f"err_l2:{o}")
-        mk = ax_e.scatter(pos, bound, marker="_", s=140, color=OKABE_ITO["black"], lw=1.6, zorder=4,
-                          label="T1 bound (δ/2)√Σc_t" if i == 0 else None)
+        mk = ax_e.scatter(pos, bound, marker="_", s=140, color=color("nearest"), lw=1.8, zorder=4,
+                          label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$" if i == 0 else None)
         mk.set_gid(f"bound:{o}")
-        bars = ax_s.bar(pos, rel, width, color=col, hatch=HATCH.get(o, ""), edgecolor="white", lw=0.3,
+        bars = ax_s.bar(pos, rel, width, color=face, hatch=HATCH.get(o, ""), edgecolor="#333333", lw=0.5,
                         label=LABEL.get(o, o))
         for b in bars.patches:
             b.set_gid(f"sum_c_rel:{o}")
@@ -83,11 +87,12 @@ def draw(src):
         ax.set_xlabel("data family")
         ax.grid(axis="x", visible=False)
     ax_e.set_yscale("log")
-    ax_e.set_ylabel("‖X(w−q)‖₂, median over rows (units of Xw)")
+    ax_e.set_ylabel(r"$\|X(w-q)\|_2$, median over rows")
+    plain_log_ticks(ax_e, "y")
     ax_e.set_title("(a) ℓ2 error (whiskers: min–max) and T1 bound")
-    ax_s.axhline(1.0, color=OKABE_ITO["black"], lw=0.9, ls="--", label="AM–GM floor N(det H_λ)^{1/N} (every order)")
-    ax_s.set_ylabel("Σ_t c_t / N(det H_λ)^{1/N}  (dimensionless)")
-    ax_s.set_title("(b) Σc_t relative to the order-free floor (O1)")
+    ref_line(ax_s, 1.0, axis="y", ls="--", label=r"AM–GM floor $N(\det H_\lambda)^{1/N}$ (every order)")
+    ax_s.set_ylabel(r"$\Sigma_t c_t \,/\, N(\det H_\lambda)^{1/N}$")
+    ax_s.set_title(r"(b) $\Sigma_t c_t$ relative to the order-free floor (O1)")
     top = np.nanmax([p.get_height() for p in ax_s.patches] + [1.0])
     ax_s.set_ylim(0, top * 1.15)
 
@@ -103,19 +108,20 @@ def draw(src):
         if cv is None:
             continue
         any_c = True
-        ln, = ax_c.plot(np.arange(1, cv.size + 1), cv, color=color_for(i), lw=1.1,
-                        ls=("-", "--", "-.", ":")[i % 4], label=LABEL.get(o, o))
+        lc, ls = LINE.get(o, ("#999999", "-"))
+        ln, = ax_c.plot(np.arange(1, cv.size + 1), cv, color=lc, lw=1.2, ls=ls, label=LABEL.get(o, o))
         ln.set_gid(f"c:{o}")
     if any_c:
         ax_c.set_yscale("log")
+        plain_log_ticks(ax_c, "y")
         ax_c.legend(fontsize=6.0)
     else:
-        note(ax_c, "c_t not stored for this family")
+        note(ax_c, "$c_t$ not stored for this family")
     ax_c.set_xlabel("processing position t")
-    ax_c.set_ylabel("c_t (units of ‖X_t‖²)")
-    ax_c.set_title(f"(c) c_t along the order ({fam})")
+    ax_c.set_ylabel(r"$c_t$ (units of $\|X_t\|^2$)")
+    ax_c.set_title(f"(c) $c_t$ along the order ({fam})")
     h, lab = collect_legend([ax_e, ax_s])
     legend_axes(fig.add_subplot(gs[1, :]), h, lab, ncols=6, fontsize=6.5)
-    fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
+    fig.suptitle(f"Fig. {NUMBER}. " + TITLE.replace("Σc_t", r"$\Sigma_t c_t$"), fontsize=9.5)
     add_footer(fig, src.footer(cells, what=f"study {STUDY}"))
     return fig

@@ -1,18 +1,21 @@
-"""Figure 3 — deterministic against stochastic OPTQ: ℓ2 and ℓ∞ errors, and the T2 tail.
+"""Figure 3 — deterministic against stochastic OPTQ: the ℓ2 error, and the ℓ∞ tail against T2.
 
 Study ``stochastic``: per family, R trials of stochastic OPTQ on one weight vector, on δZ and on a
 finite grid sized by the T3 condition, and the deterministic run (nearest rounding) on the same X
-and w (one pairing group: identical data, so the deterministic error is one number).
+and w (one pairing group: identical data, so the deterministic error is one number). One column
+per family.
 
-(a) ℓ2: the distribution over trials of ‖X(w−q)‖₂ / ((δ/2)√Σ_t c_t) for stochastic rounding (the
-normaliser is √ of the stored T2.expectation bound (δ²/4)Σc_t: E[‖X(w−q)‖² + λ‖w−q‖²] ≤ 1 after
-normalising), and the deterministic error in the same unit (normaliser: the stored T1.sum_c bound,
-the same number), as a vertical line. (b) ℓ∞: ‖X(w−q)‖∞ over the Hoeffding high-probability radius
-s√(2 log(2m/η))√(max_t c_t), s² = δ²/4 (stored T2.hp.hoeffding rhs: exceeded with probability ≤ η);
-the conservative constants πδ²/8 and πδ²/2 give the radii marked by grey lines. (c) Per family, the
-empirical tail P(‖X(w−q)‖∞ ≥ α) (on the finite grid, jointly with no saturation, as T2 states it)
-against the T2 tail bound Σ_i 2exp(−α²/(2σ_i²)), σ_i² = s²Σ_t δ_t²R_it²/δ², for the three named
-constants, and the radii of T2.hp.* at probability η.
+(a) ℓ2: the fraction of trials whose ‖X(w−q)‖₂ / ((δ/2)√Σ_t c_t) is at least x (the normaliser is
+√ of the stored T2.expectation bound (δ²/4)Σc_t), and the deterministic run in the same unit (the
+stored T1.sum_c bound, the same number), a vertical line. T2.expectation bounds the mean of the
+squared ratio by 1 (with λ‖w−q‖² added to the squared error), not each trial: by Markov's inequality
+it allows a fraction 1/x² of the trials at or above x (shaded); the panel's title states the observed
+mean that T2.expectation bounds (from its stored lhs/rhs) and the observed fraction above 1.
+(b) The empirical tail P(‖X(w−q)‖∞ ≥ α) (on the finite grid, jointly with no saturation, as T2
+states it) against the T2 tail bound
+Σ_i 2exp(−α²/(2σ_i²)), σ_i² = s²Σ_t δ_t²R_it²/δ², for the three named constants, the radii of
+T2.hp.* at probability η (exceeded with probability ≤ η: the panel's title states the observed
+fraction at the Hoeffding radius) and the T2.tail threshold.
 
 Values from the store: ``err_l2``, ``err_linf``, ``saturated``, ``T1.sum_c``, ``T2.expectation``,
 ``T2.hp.*`` and ``T2.tail`` lhs/rhs, and ``tail_v`` (v_i = Σ_t δ_t²R_it², for the tail curves; the
@@ -23,21 +26,25 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ._data import claim_arrays, meas
-from ._style import OKABE_ITO, add_footer, collect_legend, color_for, legend_axes, new_figure, note, plain_log_ticks
+from ._style import REF, Z_REF, add_footer, color, new_figure, note, plain_log_ticks, ref_line
 
 NUMBER = 3
 STEM = "fig3_stochastic"
 STUDY = "stochastic"
 CLAIMS = ("T2.tail", "T2.hp.hoeffding", "T2.hp.pi8", "T2.hp.pi2", "T2.expectation", "T1.sum_c")
-TITLE = "Deterministic vs stochastic OPTQ: ℓ2 and ℓ∞ errors, and the T2 tail bound"
+TITLE = "Deterministic vs stochastic OPTQ: the ℓ2 error, and the ℓ∞ tail against the T2 bound"
 
-CONST = (  # (constant key, claim, label, colour, line style)
-    ("hoeffding", "T2.hp.hoeffding", "s² = δ²/4 (Hoeffding, sharp)", OKABE_ITO["blue"], "-"),
-    ("pi8", "T2.hp.pi8", "s² = πδ²/8 (convex order)", OKABE_ITO["orange"], "--"),
-    ("pi2", "T2.hp.pi2", "s² = πδ²/2 (conservative)", OKABE_ITO["vermillion"], "-."),
+CONST = (  # (constant key, claim, label, line style)
+    ("hoeffding", "T2.hp.hoeffding", r"$s^2 = \delta^2/4$ (Hoeffding, sharp)", "-"),
+    ("pi8", "T2.hp.pi8", r"$s^2 = \pi\delta^2/8$ (convex order)", "--"),
+    ("pi2", "T2.hp.pi2", r"$s^2 = \pi\delta^2/2$ (conservative)", "-."),
 )
+ALLOWED_FILL = "#eeeeee"
 
 
 def split(cells) -> dict:
@@ -76,13 +83,6 @@ def survival(x, event=None):
     return xs, p
 
 
-def _ecdf(ax, x, **kw):
-    xs = np.sort(np.asarray(x, dtype=float))
-    p = np.arange(1, xs.size + 1) / xs.size
-    ln, = ax.step(xs, p, where="post", **kw)
-    return ln
-
-
 def _norm_l2(c):
     """``(δ/2)√Σ_t c_t`` from the cell's stored bound: √T2.expectation rhs (stochastic) or T1.sum_c rhs."""
     rhs = claim_arrays(c, "T2.expectation")[1]
@@ -92,128 +92,146 @@ def _norm_l2(c):
     return float(np.median(rhs)) if rhs is not None else None
 
 
-def draw(src):
+def _l2_panel(ax, fam, d):
+    """(a): survival of the ℓ2 ratio, Markov's allowance from T2.expectation, the deterministic run."""
+    sto, det = d.get("dz"), d.get("det")
+    xmax = 1.3
+    if sto is not None and _norm_l2(sto):
+        r = meas(sto, "err_l2") / _norm_l2(sto)
+        xs, p = survival(r)
+        ln, = ax.step(xs, p, where="post", color=color("observed"), lw=1.3)
+        ln.set_gid(f"l2:stochastic:{fam}")
+        xmax = max(xmax, float(np.max(r)) * 1.08)
+        lhs, rhs = claim_arrays(sto, "T2.expectation")
+        sub = []
+        if lhs is not None:  # what T2.expectation bounds: the mean of (‖X(w−q)‖² + λ‖w−q‖²) / bound²
+            sub.append(f"T2.expectation: mean {float(np.mean(lhs)) / float(np.median(rhs)):.2f} ≤ 1")
+        sub.append(f"above 1: {100 * float(np.mean(r > 1)):.1f} % of {r.size} trials")
+        title = f"(a) ℓ2 error, {fam}\n" + "\n".join(sub)
+    else:
+        title = f"(a) ℓ2 error, {fam}"
+    x = np.linspace(1.0, xmax, 200)
+    fill = ax.fill_between(x, 0, np.minimum(1.0, 1 / x**2), color=ALLOWED_FILL, lw=0, zorder=0.5)
+    fill.set_gid(f"l2:allowed:{fam}")
+    ax.plot(x, np.minimum(1.0, 1 / x**2), color=REF, lw=0.8, ls=":", zorder=Z_REF)
+    ax.fill_between([0, 1.0], 0, 1.0, color=ALLOWED_FILL, lw=0, zorder=0.5)
+    if det is not None and _norm_l2(det):
+        val = float(np.median(meas(det, "err_l2"))) / _norm_l2(det)
+        ln = ax.axvline(val, color=color("nearest"), ls="--", lw=1.3, zorder=Z_REF)
+        ln.set_gid(f"l2:deterministic:{fam}")
+    else:
+        note(ax, "no deterministic companion stored", loc="top")
+    ref_line(ax, 1.0)
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=7.6)
+    ax.set_xlabel(r"ratio $x = \|X(w-q)\|_2 \,/\, (\delta/2)\sqrt{\Sigma_t c_t}$")
+
+
+def _tail_panel(ax, fam, d, eta):
+    """(b): empirical ℓ∞ tail against the T2 tail bound, the radii at η, the deterministic run."""
     from theory import CONSTANTS
 
+    sto, det = d.get("dz"), d.get("det")
+    drawn = False
+    for kind, ls in (("dz", "-"), ("finite", "--")):
+        c = d.get(kind)
+        if c is None:
+            continue
+        x = meas(c, "err_linf")
+        sat = meas(c, "saturated")
+        xs, p = survival(x, None if sat is None else (sat == 0))
+        ln, = ax.step(xs, p, where="post", color=color("observed"), ls=ls, lw=1.2)
+        ln.set_gid(f"tail:{kind}")
+        drawn = True
+    ref = sto or d.get("finite")
+    if ref is None:
+        return
+    v = meas(ref, "tail_v")
+    x = meas(ref, "err_linf")
+    radii = [float(np.median(claim_arrays(ref, cl)[1])) for _, cl, *_ in CONST if claim_arrays(ref, cl)[1] is not None]
+    lo = max(float(np.min(x[x > 0])) if np.any(x > 0) else 1e-12, 1e-300) * 0.7
+    if det is not None and float(np.median(meas(det, "err_linf"))) > 0:
+        lo = min(lo, float(np.median(meas(det, "err_linf"))) * 0.7)
+    hi = max([float(np.max(x))] + radii) * 1.3
+    a = np.geomspace(lo, hi, 400)
+    for key, cl, lab, ls in CONST:
+        if v is not None:
+            ln, = ax.plot(a, tail_curve(a, v, CONSTANTS[key].factor), color=color(key), ls=ls, lw=1.2, zorder=Z_REF)
+            ln.set_gid(f"bound:{key}")
+        rad = claim_arrays(ref, cl)[1]
+        if rad is not None:
+            mk = ax.scatter([float(np.median(rad))], [eta], marker="v", color=color(key), s=30, zorder=Z_REF + 1,
+                            edgecolor="#333333", lw=0.4)
+            mk.set_gid(f"radius:{cl}")
+    th = claim_arrays(ref, "T2.tail")[1]
+    if th is not None:
+        mk = ax.scatter([float(np.median(th))], [eta], marker="o", facecolor="white", s=30, zorder=Z_REF + 2,
+                        edgecolor=color("hoeffding"), lw=1.2)
+        mk.set_gid("radius:T2.tail")
+    if v is None:
+        note(ax, "tail-bound curve needs the measurement tail_v\n(re-run the campaign with this version)", loc="bottom")
+    if det is not None:
+        ln = ax.axvline(float(np.median(meas(det, "err_linf"))), color=color("nearest"), ls="--", lw=1.3, zorder=Z_REF)
+        ln.set_gid("tail:deterministic")
+    ref_line(ax, eta, axis="y", ls=":")
+    rad = claim_arrays(ref, "T2.hp.hoeffding")[1]
+    title = f"(b) ℓ∞ tail, {fam}"
+    if rad is not None:
+        k = int(np.sum(x >= float(np.median(rad))))
+        title += f"\nabove the Hoeffding radius ▼: {k} of {x.size}\n(allowed: a fraction η = {100 * eta:g} %)"
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    if drawn:
+        ax.set_yscale("log")
+        n = max(meas(c, "err_linf").size for c in d.values() if meas(c, "err_linf") is not None)
+        ax.set_ylim(0.5 / n, 1.5)
+    ax.set_title(title, fontsize=7.6)
+    ax.set_xlabel(r"$\alpha$ (units of $Xw$)")
+    plain_log_ticks(ax, "x")
+    plain_log_ticks(ax, "y")
+
+
+def legend_entries(eta: float):
+    """The shared legend: (handles, labels), 8 entries."""
+    h = [Line2D([], [], color=color("observed"), lw=1.3),
+         Line2D([], [], color=color("observed"), ls="--", lw=1.2),
+         Line2D([], [], color=color("nearest"), ls="--", lw=1.3)]
+    lab = ["observed, stochastic rounding on δZ (trials)",
+           "observed, finite T3-sized grid, jointly with no saturation",
+           "deterministic (nearest rounding), same X and w"]
+    for key, cl, text, ls in CONST:
+        parts = [Line2D([], [], color=color(key), ls=ls, lw=1.2),
+                 Line2D([], [], color=color(key), marker="v", ls="none", mec="#333333", mew=0.4)]
+        extra = "; ○ T2.tail threshold" if key == "hoeffding" else ""
+        h.append(tuple(parts))
+        lab.append(f"T2 tail bound, {text}; ▼ radius at η{extra}")
+    h += [Patch(facecolor=ALLOWED_FILL, edgecolor=REF, ls=":", lw=0.8), Line2D([], [], color=REF, lw=0.9)]
+    lab += [r"allowed: (a) $P(\mathrm{ratio} \geq x) \leq 1/x^2$ (Markov, from T2.expectation)",
+            f"reference: (a) ratio = 1, (b) probability η = {eta:g}"]
+    return h, lab
+
+
+def draw(src):
     cells = src.study(STUDY, f"figure {NUMBER}")
     tab = split(cells)
-    fams = list(tab)
+    fams = src.ordered(tab, STUDY, "family")
     k = max(1, len(fams))
     eta = src.eta
-    fig = new_figure(max(10.0, 3.3 * k), 7.0)
-    gs = fig.add_gridspec(3, 2 * k, height_ratios=[1.0, 1.0, 0.16])
-    ax2 = fig.add_subplot(gs[0, :k])
-    axi = fig.add_subplot(gs[0, k:])
-    tails = [fig.add_subplot(gs[1, 2 * j:2 * j + 2]) for j in range(k)]
-    missing_det = []
+    fig = new_figure(max(7.5, 3.1 * k), 6.9)
+    gs = fig.add_gridspec(3, k, height_ratios=[1.0, 1.15, 0.3])
     for j, fam in enumerate(fams):
-        col = color_for(j)
-        d = tab[fam]
-        sto = d.get("dz")
-        det = d.get("det")
-        # (a) ℓ2 relative to (δ/2)√Σc
-        if sto is not None and _norm_l2(sto):
-            ln = _ecdf(ax2, meas(sto, "err_l2") / _norm_l2(sto), color=col, label=f"{fam}: stochastic (trials)")
-            ln.set_gid(f"l2:stochastic:{fam}")
-        if det is not None and _norm_l2(det):
-            val = float(np.median(meas(det, "err_l2"))) / _norm_l2(det)
-            ln = ax2.axvline(val, color=col, ls="--", lw=1.2, label=f"{fam}: deterministic")
-            ln.set_gid(f"l2:deterministic:{fam}")
-        else:
-            missing_det.append(fam)
-        # (b) ℓ∞ relative to the Hoeffding radius of the same data
-        if sto is not None:
-            rad = claim_arrays(sto, "T2.hp.hoeffding")[1]
-            if rad is not None:
-                r0 = float(np.median(rad))
-                ln = _ecdf(axi, meas(sto, "err_linf") / r0, color=col, label=f"{fam}: stochastic")
-                ln.set_gid(f"linf:stochastic:{fam}")
-                if det is not None:
-                    ln = axi.axvline(float(np.median(meas(det, "err_linf"))) / r0, color=col, ls="--", lw=1.2,
-                                     label=f"{fam}: deterministic")
-                    ln.set_gid(f"linf:deterministic:{fam}")
-        # (c) the tail
-        ax = tails[j]
-        drawn = False
-        for kind, ls, lab in (("dz", "-", "stochastic on δZ"), ("finite", "--", "finite grid (T3-sized), joint with no saturation")):
-            c = d.get(kind)
-            if c is None:
-                continue
-            x = meas(c, "err_linf")
-            sat = meas(c, "saturated")
-            ev = None if sat is None else (sat == 0)
-            xs, p = survival(x, ev)
-            ln, = ax.step(xs, p, where="post", color=OKABE_ITO["black"], ls=ls, lw=1.2,
-                          label=f"empirical, {lab} ({x.size} trials)")
-            ln.set_gid(f"tail:{kind}")
-            drawn = True
-        ref = sto or d.get("finite")
-        if ref is not None:
-            v = meas(ref, "tail_v")
-            x = meas(ref, "err_linf")
-            radii = [float(np.median(claim_arrays(ref, cl)[1])) for _, cl, *_ in CONST
-                     if claim_arrays(ref, cl)[1] is not None]
-            lo = max(float(np.min(x[x > 0])) if np.any(x > 0) else 1e-12, 1e-300) * 0.7
-            if det is not None and float(np.median(meas(det, "err_linf"))) > 0:
-                lo = min(lo, float(np.median(meas(det, "err_linf"))) * 0.7)
-            hi = max([float(np.max(x))] + radii) * 1.3
-            a = np.geomspace(lo, hi, 400)
-            for key, cl, lab, cc, ls in CONST:
-                if v is not None:
-                    ln, = ax.plot(a, tail_curve(a, v, CONSTANTS[key].factor), color=cc, ls=ls, lw=1.1,
-                                  label=f"T2 tail bound Σ_i 2exp(−α²/2σ_i²), {lab}")
-                    ln.set_gid(f"bound:{key}")
-                rad = claim_arrays(ref, cl)[1]
-                if rad is not None:
-                    mk = ax.scatter([float(np.median(rad))], [eta], marker="v", color=cc, s=30, zorder=5,
-                                    edgecolor="black", lw=0.4, label=f"{cl} radius (bound w.p. 1−η)")
-                    mk.set_gid(f"radius:{cl}")
-            th = claim_arrays(ref, "T2.tail")[1]
-            if th is not None:
-                mk = ax.scatter([float(np.median(th))], [eta], marker="o", facecolor="white", s=30, zorder=6,
-                                edgecolor=OKABE_ITO["blue"], lw=1.2, label="T2.tail threshold: Σ_i bound = η")
-                mk.set_gid("radius:T2.tail")
-            if v is None:
-                note(ax, "tail-bound curve needs the measurement tail_v\n(re-run the campaign with this version)",
-                     loc="bottom")
-            if det is not None:
-                ln = ax.axvline(float(np.median(meas(det, "err_linf"))), color="#555555", ls=":", lw=1.0,
-                                label="deterministic ‖X(w−q)‖∞ (same X, w)")
-                ln.set_gid("tail:deterministic")
-            ax.axhline(eta, color="#999999", lw=0.6, ls=":")
-            ax.set_xscale("log")
-            ax.set_xlim(lo, hi)
-        if drawn:
-            ax.set_yscale("log")
-            n = max(meas(c, "err_linf").size for c in d.values() if meas(c, "err_linf") is not None)
-            ax.set_ylim(0.5 / n, 1.5)
-        ax.set_title(f"(c) tail, {fam}")
-        ax.set_xlabel("α (units of Xw)")
+        ax_a = fig.add_subplot(gs[0, j])
+        ax_b = fig.add_subplot(gs[1, j])
+        _l2_panel(ax_a, fam, tab[fam])
+        _tail_panel(ax_b, fam, tab[fam], eta)
         if j == 0:
-            ax.set_ylabel("P(‖X(w−q)‖∞ ≥ α)")
-    ax2.axvline(1.0, color=OKABE_ITO["black"], lw=0.9)
-    ax2.set_xlabel("‖X(w−q)‖₂ / (δ/2)√Σ_t c_t  (dimensionless)")
-    ax2.set_ylabel("fraction of trials ≤ x")
-    ax2.set_title("(a) ℓ2 error / T1 bound (T2.expectation: RMS ≤ 1)")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=color_for(j), lw=2, label=f) for j, f in enumerate(fams)]
-    handles += [Line2D([], [], color="black", ls="-", label="stochastic rounding (ECDF over trials)"),
-                Line2D([], [], color="black", ls="--", label="deterministic, same X and w")]
-    ax2.legend(handles=handles, fontsize=6.2, loc="lower right")
-    for key, cl, lab, cc, ls in CONST:
-        f = np.sqrt(CONSTANTS[key].factor / CONSTANTS["hoeffding"].factor)
-        axi.axvline(f, color=cc, ls=ls, lw=0.9)
-        axi.text(f, 0.98, f"{cl} ", rotation=90, fontsize=6, color=cc, va="top", ha="right")
-    axi.set_xlabel("‖X(w−q)‖∞ / (δ/2)√(2 log(2m/η))·√max_t c_t  (dimensionless)")
-    axi.set_ylabel("fraction of trials ≤ x")
-    axi.set_title(f"(b) ℓ∞ error / T2 radius w.p. 1−η (η = {eta:g})")
-    axi.set_xscale("log")
-    if missing_det:
-        note(ax2, "no deterministic companion stored for: " + ", ".join(missing_det), loc="bottom")
-    legend_axes(fig.add_subplot(gs[2, :]), *collect_legend(tails), ncols=3, fontsize=6.2)
-    for ax in tails:
-        plain_log_ticks(ax)
+            ax_a.set_ylabel(r"fraction of trials with ratio $\geq x$")
+            ax_b.set_ylabel(r"$P(\|X(w-q)\|_\infty \geq \alpha)$")
+    h, lab = legend_entries(eta)
+    leg_ax = fig.add_subplot(gs[2, :])
+    leg_ax.set_axis_off()
+    leg_ax.legend(h, lab, loc="center", ncols=2, fontsize=6.4, handler_map={tuple: HandlerTuple(ndivide=None)})
     fig.suptitle(f"Fig. {NUMBER}. {TITLE}", fontsize=9.5)
     add_footer(fig, src.footer(cells, what=f"study {STUDY}"))
     return fig

@@ -24,7 +24,9 @@ import math
 import numpy as np
 
 from ._data import meas
-from ._style import OKABE_ITO, add_footer, collect_legend, legend_axes, new_figure, note
+from matplotlib.ticker import NullFormatter
+
+from ._style import add_footer, collect_legend, color, legend_axes, new_figure, note, plain_log_ticks
 
 NUMBER = 5
 STEM = "fig5_alphabet"
@@ -32,12 +34,14 @@ STUDY = "alphabet"
 CLAIMS = ("P1", "P1.drift", "T3.alphabet", "T3.drift_tail")
 TITLE = "Alphabet size: K needed for no saturation against N — deterministic (P1) vs stochastic (T3)"
 
-DET, STO = OKABE_ITO["vermillion"], OKABE_ITO["blue"]
+DET, STO = color("nearest"), color("hoeffding")
 #: one legend for both panels: (a) K = ‖w‖∞/δ + radius, (b) the radius (drift) alone
 LAB = {
-    "P1": "P1 (nearest): K + ½ ≥ ‖w‖∞/δ + ½·max_t‖B_{:,t}‖₁   [(b): the radius ½·max_t‖B_{:,t}‖₁]",
+    "P1": (r"P1 (nearest): $K + \frac{1}{2} \geq \|w\|_\infty/\delta + \frac{1}{2}\mathrm{max}_t\|B_{:,t}\|_1$"
+           r"   [(b): the radius $\frac{1}{2}\mathrm{max}_t\|B_{:,t}\|_1$]"),
     "det": "observed, nearest rounding (worst of the weight rows)",
-    "T3": "T3 (stochastic, w.p. ≥ 1−η): K ≥ ‖w‖∞/δ + (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η))   [(b): the radius]",
+    "T3": (r"T3 (stochastic, w.p. $\geq 1-\eta$): $K \geq \|w\|_\infty/\delta + (s/\delta)\mathrm{max}_t\|B_{:,t}\|_2"
+           r"\sqrt{2\log(2N/\eta)}$   [(b): the radius]"),
     "sto": "observed, stochastic rounding: (1−η) quantile over trials",
     "max": "observed, stochastic rounding: maximum over trials",
 }
@@ -126,10 +130,11 @@ def draw(src):
             ln, = axk.plot(Ns, y, **kw)
             ln.set_gid(f"K:{gid}")
     w = series("det", lambda c, N: float(np.max(meas(c, "w_over_delta_max"))))
-    ln, = axk.plot(Ns, w, color="#777777", ls="-.", lw=0.9, label="‖w‖∞/δ (no drift)")
+    ln, = axk.plot(Ns, w, color="#999999", ls="-.", lw=0.9, label=r"$\|w\|_\infty/\delta$ (no drift)")
     ln.set_gid("K:w")
     axk.set_xscale("log", base=2)
     axk.set_xticks(Ns, [str(n) for n in Ns])
+    axk.xaxis.set_minor_formatter(NullFormatter())
     axk.set_xlabel("N (input features; m = 2N samples)")
     axk.set_ylabel("K needed (levels per side of δ·{−K,…,K})")
     axk.set_title("(a) alphabet size needed for no saturation")
@@ -156,8 +161,10 @@ def draw(src):
     axd.set_xscale("log", base=2)
     axd.set_yscale("log")
     axd.set_xticks(Ns, [str(n) for n in Ns])
+    axd.xaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(axd, "y")
     axd.set_xlabel("N (input features)")
-    axd.set_ylabel("drift max_t |z_t − w_t| (steps δ)")
+    axd.set_ylabel(r"drift $\mathrm{max}_t |z_t - w_t|$ (steps of $\delta$)")
     axd.set_title("(b) drift: observed against the P1 and T3 radii")
     h, lab = collect_legend([axk, axd])
     legend_axes(fig.add_subplot(gs[1, :]), h, lab, ncols=2, fontsize=6.2)

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from ._data import claim_arrays, meas
-from ._style import OKABE_ITO, add_footer, collect_legend, legend_axes, new_figure, note
+from ._style import add_footer, collect_legend, color, legend_axes, new_figure, note, plain_log_ticks, ref_line
 from .fig1_lambda import by_family, lam_rel
 
 NUMBER = 7
@@ -89,35 +89,40 @@ def draw(src, K=None):
         ax_t = fig.add_subplot(gs[2, j])
         axes_all += [ax_b, ax_k, ax_t]
         x = sc["lam"]
-        ln, = ax_b.plot(x, sc["bound"], color=OKABE_ITO["blue"], marker="o", label="T1 bound (δ/2)√Σc_t")
+        ln, = ax_b.plot(x, sc["bound"], color=color("nearest"), marker="o",
+                        label=r"T1 bound $(\delta/2)\sqrt{\Sigma_t c_t}$")
         ln.set_gid("bound")
-        ln, = ax_b.plot(x, sc["err"], color=OKABE_ITO["black"], marker=".", ls=":", lw=1.0,
-                        label="‖X(w−q)‖₂ (median over rows)")
+        ln, = ax_b.plot(x, sc["err"], color=color("observed"), marker=".", ls=":", lw=1.0,
+                        label=r"observed $\|X(w-q)\|_2$ (median over rows)")
         ln.set_gid("err")
-        ln, = ax_k.plot(x, sc["K_t3"], color=OKABE_ITO["orange"], marker="o", mfc="white", label="K_T3(λ), exact drift B")
+        ln, = ax_k.plot(x, sc["K_t3"], color=color("hoeffding"), marker="o", mfc="white",
+                        label=r"$K_{T3}(\lambda)$ (stochastic), exact drift $B$")
         ln.set_gid("K_t3")
         if np.isfinite(sc["K_t3_loose"]).any():
-            ln, = ax_k.plot(x, sc["K_t3_loose"], color=OKABE_ITO["vermillion"], ls="--", lw=1.0,
-                            label="K_T3 from ‖B_{:,t}‖₂² ≤ max_j‖X_j‖²/λ (clipped)")
+            ln, = ax_k.plot(x, sc["K_t3_loose"], color=color("hoeffding"), ls="--", lw=1.0,
+                            label=r"$K_{T3}$ from $\|B_{:,t}\|_2^2 \leq \mathrm{max}_j\|X_j\|^2/\lambda$ (clipped)")
             ln.set_gid("K_t3_loose")
-        ln, = ax_k.plot(x, sc["K_p1"], color=OKABE_ITO["green"], ls="-.", lw=1.0, label="K_P1(λ) (nearest rounding)")
+        ln, = ax_k.plot(x, sc["K_p1"], color=color("nearest"), ls="-.", lw=1.0,
+                        label=r"$K_{P1}(\lambda)$ (nearest rounding)")
         ln.set_gid("K_p1")
         if sc["K"] is not None:
-            ax_k.axhline(sc["K"], color="#555555", lw=0.9, ls=":")
+            ref_line(ax_k, sc["K"], axis="y", ls=":")
             ax_k.text(x[-1], sc["K"], f"K = {sc['K']} ", va="bottom", ha="right", fontsize=6.5, color="#333333")
             f = sc["feasible"]
             if f.any():
-                pts = ax_k.scatter(x[f], sc["K_t3"][f], color=OKABE_ITO["orange"], s=22, zorder=5,
-                                   label="λ meeting T3 with this K")
+                pts = ax_k.scatter(x[f], sc["K_t3"][f], color=color("hoeffding"), s=22, zorder=3,
+                                   label=r"$\lambda$ meeting T3 with this $K$")
                 pts.set_gid("feasible")
         i = sc["index"]
         if i is not None:
-            st = ax_b.scatter([x[i]], [sc["bound"][i]], marker="*", s=160, color=OKABE_ITO["yellow"],
-                              edgecolor="black", lw=0.6, zorder=6, label="recommended λ*: smallest bound meeting K")
+            st = ax_b.scatter([x[i]], [sc["bound"][i]], marker="*", s=160, color=color("recommended"),
+                              edgecolor="#000000", lw=0.6, zorder=6,
+                              label=r"recommended $\lambda^*$: smallest bound meeting $K$")
             st.set_gid("recommended")
             for a in (ax_b, ax_k):
-                a.axvline(x[i], color="#999999", lw=0.8, ls="--")
-            ax_b.set_title(f"{fam}\nK = {sc['K']}: recommended λ* = {x[i]:.3g}·mean‖X_t‖²")
+                ref_line(a, x[i], ls="--", lw=0.8, color="#999999")
+            ax_b.set_title(f"{fam}\n$K$ = {sc['K']}: recommended $\\lambda^*$ = {x[i]:.3g}"
+                           + r"$\cdot\mathrm{mean}_t\|X_t\|^2$")
         else:
             ax_b.set_title(f"{fam}\nno λ of the grid meets K = {sc['K']}")
         for a in (ax_b, ax_k):
@@ -128,17 +133,20 @@ def draw(src, K=None):
         if finite.size:  # linear K axis around the exact conditions; the loose form is clipped
             lo, hi = float(np.min(finite)), float(np.max(finite))
             ax_k.set_ylim(max(0.0, lo - 0.15 * (hi - lo) - 0.5), hi + 0.6 * (hi - lo) + 1.0)
-        ax_k.set_xlabel("λ / mean‖X_t‖²  (relative damping)")
+        ax_k.set_xlabel(r"$\lambda \,/\, \mathrm{mean}_t \|X_t\|^2$  (relative damping)")
+        for a, which in ((ax_b, "x"), (ax_b, "y"), (ax_k, "x")):
+            plain_log_ticks(a, which)
         Ks, best = tradeoff(sc)
         if Ks.size:
-            ln, = ax_t.step(Ks, best, where="post", color=OKABE_ITO["blue"], marker="o", ms=3,
+            ln, = ax_t.step(Ks, best, where="post", color=color("nearest"), marker="o", ms=3,
                             label="smallest T1 bound with K levels")
             ln.set_gid("tradeoff")
         else:
-            note(ax_t, "no λ with a finite K_T3")
+            note(ax_t, "no λ with a finite $K_{T3}$")
         ax_t.set_xlabel("K (levels per side of δ·{−K,…,K})")
         ax_t.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_t.set_yscale("log")
+        plain_log_ticks(ax_t, "y")
         if j == 0:
             ax_b.set_ylabel("ℓ2 bound / error (units of Xw)")
             ax_k.set_ylabel(f"K needed (η = {eta:g})")

@@ -98,9 +98,16 @@ def src(store_path):
     return open_source(store_path)
 
 
+_DRAWN: dict = {}
+
+
 def drawn(number, src, **kw):
-    with style():
-        return figure_module(number).draw(src, **kw)
+    """Figure ``number`` drawn from ``src`` (once per source and options: the tests only read it)."""
+    key = (number, id(src), tuple(sorted(kw.items())))
+    if key not in _DRAWN:
+        with style():
+            _DRAWN[key] = (src, figure_module(number).draw(src, **kw))  # src kept: its id is not reused
+    return _DRAWN[key][1]
 
 
 def by_gid(fig, gid):
@@ -200,18 +207,24 @@ def test_fig3_stochastic_data(src):
         cfg = c["config"]
         kinds["det" if cfg["rounding"] == "nearest" else "dz" if cfg["grid"]["K"] is None else "fin"] = c
     dz, det, fin = kinds["dz"]["measurements"], kinds["det"]["measurements"], kinds["fin"]["measurements"]
-    # (a) ℓ2 over (δ/2)√Σc: stochastic ECDF and the deterministic value
+    # (a) ℓ2 over (δ/2)√Σc: the fraction of trials at or above x, and the deterministic value
     norm = math.sqrt(med(dz["T2.expectation/rhs"]))
-    ecdf = xy(one(fig, "l2:stochastic:tall"))
-    np.testing.assert_allclose(np.unique(ecdf[:, 0]), np.unique(dz["err_l2"] / norm), rtol=1e-12)
+    r = dz["err_l2"] / norm
+    surv = xy(one(fig, "l2:stochastic:tall"))
+    np.testing.assert_allclose(surv[:, 0], np.sort(r), rtol=1e-12)
+    np.testing.assert_allclose(surv[:, 1], [(r >= a).sum() / r.size for a in surv[:, 0]])
     vline = one(fig, "l2:deterministic:tall").get_xdata()[0]
     assert vline == pytest.approx(det["err_l2"][0] / det["T1.sum_c/rhs"][0], rel=1e-12)
     assert vline <= 1 + 1e-9  # T1
-    # (b) ℓ∞ over the Hoeffding radius
-    r0 = med(dz["T2.hp.hoeffding/rhs"])
-    np.testing.assert_allclose(np.unique(xy(one(fig, "linf:stochastic:tall"))[:, 0]), np.unique(dz["err_linf"] / r0),
-                               rtol=1e-12)
-    # (c) the empirical tail, δZ and finite grid jointly with no saturation
+    texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    # what T2.expectation bounds (the mean of the squared ratio) and the observed fraction above 1
+    m2 = np.mean(dz["T2.expectation/lhs"]) / med(dz["T2.expectation/rhs"])
+    assert f"T2.expectation: mean {m2:.2f} ≤ 1" in texts and m2 <= 1
+    assert f"above 1: {100 * np.mean(r > 1):.1f} % of {r.size} trials" in texts
+    # (b) the observed fraction at the Hoeffding radius, against the allowed η
+    k = int(np.sum(dz["err_linf"] >= med(dz["T2.hp.hoeffding/rhs"])))
+    assert f"above the Hoeffding radius ▼: {k} of {r.size}\n(allowed: a fraction η = {100 * ETA:g} %)" in texts
+    # (b) the empirical tail, δZ and finite grid jointly with no saturation
     t = xy(one(fig, "tail:dz"))
     np.testing.assert_allclose(t[:, 0], np.sort(dz["err_linf"]), rtol=1e-12)
     n = dz["err_linf"].size
@@ -255,6 +268,12 @@ def test_fig4_mismatch_data(src):
         np.testing.assert_allclose(xy(one(fig, f"bound:{key}"))[:, 1], np.sqrt(b) if sq else b, rtol=1e-12)
     _, mis = series("optq", lambda m: med(m["T4.rho_le_mismatch/rhs"]))
     np.testing.assert_allclose(xy(one(fig, "mismatch"))[:, 1], mis, rtol=1e-12)
+    # (b) the ratio Qronos / OPTQ on X̃, row by row, median per level (rows pair: same w, X, X̃)
+    x, optq = series("optq", lambda m: m["err_l2"])
+    for key in ("qronos/projection", "qronos/original"):
+        _, q = series(key, lambda m: m["err_l2"])
+        want = [med(a / b) for a, b in zip(q, optq)]
+        np.testing.assert_allclose(xy(one(fig, f"ratio:{key}"))[:, 1], want, rtol=1e-12)
     for c in (c for c in cells if c["config"].get("rounding") == "stochastic"):
         key = "qronos/" + c["config"]["variant"]
         lv = c["config"]["mismatch"]["level"]
@@ -262,6 +281,30 @@ def test_fig4_mismatch_data(src):
         claim = "T5.projection" if key.endswith("projection") else "T5.original"
         assert one(fig, f"T5:{key}:{lv:g}").get_offsets()[0, 1] == pytest.approx(med(m[f"{claim}/rhs"]), rel=1e-12)
         assert one(fig, f"median:{key}:{lv:g}").get_ydata()[0] == pytest.approx(med(m["err_linf"]), rel=1e-12)
+
+
+def test_fig4_real_layers_ratio(store_path, tmp_path):
+    """(b) puts each real layer at its recorded mismatch, with the median row ratio Qronos / OPTQ on X̃."""
+    import shutil
+
+    p = tmp_path / "pairs.sqlite"
+    shutil.copy(store_path, p)
+    store = Store(p)
+    rng = np.random.default_rng(5)
+    base = {"model": "SmolLM2-135M-Instruct", "layer": "blk.3.attn_q", "kind": "attn_q",
+            "input_stats": {"rel_mismatch": 0.2}}
+    optq, qron = 1.0 + rng.random(6), None
+    qron = optq * (0.5 + 0.3 * rng.random(6))
+    cells = [("optq-on-xtilde", "optq", optq), ("qronos-projection", "qronos", qron)]
+    cfgs = [{"llm": dict(base), "label": lab, "algorithm": alg, "kind": "attn_q"} for lab, alg, _ in cells]
+    store.open_campaign("real-llm-pairs", "real-llm", {"seed": 0, "eta": ETA, "cells": [dict(c, study="real-llm")
+                                                                                       for c in cfgs]}, {})
+    for i, ((lab, alg, err), cfg) in enumerate(zip(cells, cfgs)):
+        store.put_cell("real-llm-pairs", {"key": f"pair:{i}", "study": "real-llm", "config": cfg, "seed": i,
+                                          "status": "done", "verdicts": [], "measurements": {"err_l2": err}})
+    fig = drawn(4, open_source(p))
+    np.testing.assert_allclose(one(fig, "llm:attn_q").get_offsets(), [[0.2, np.median(qron / optq)]], rtol=1e-12)
+    assert figure_problems(fig) == []
 
 
 def test_fig5_alphabet_data(src):
@@ -333,8 +376,11 @@ def test_fig6_without_llm_cells(store_path, tmp_path):
     s = open_source(p)
     fig = drawn(6, s)
     assert not fig.findobj(lambda a: str(a.get_gid() or "").startswith("llm:"))
+    # no empty half-figure and no word about real layers: one panel, drawn from data
+    assert len([ax for ax in fig.axes if ax.axison]) == 1
     texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
-    assert "ptq-bounds verify --campaign real-llm" in texts
+    assert "LLM" not in texts and "real" not in texts
+    assert figure_problems(fig) == []
 
 
 def test_fig7_lambda_recommendation_data(src):
@@ -412,3 +458,230 @@ def test_figures_read_the_store_only():
                 names = [node.module]
             for name in names:
                 assert not any(name == b or name.startswith(b + ".") for b in banned), f"{path.name} imports {name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# what a reader sees: no empty panel, short legends, one colour per meaning, rendered math,
+# readable log ticks, reference lines above the data
+# ------------------------------------------------------------------------------------------------
+import re  # noqa: E402
+
+from matplotlib.collections import Collection, PathCollection  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.markers import MarkerStyle  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.transforms import BlendedAffine2D, BlendedGenericTransform  # noqa: E402
+
+#: the most entries one legend may have
+MAX_LEGEND = 8
+#: the smallest font size, in points at the figure's own size (the size the PNG is written at)
+MIN_FONT_PT = 6.0
+_MATH = re.compile(r"(?<!\\)\$.*?(?<!\\)\$")
+
+
+def _opaque(colours) -> set:
+    keep = set()
+    for c in colours:
+        if isinstance(c, str) and c.lower() == "none":
+            continue
+        rgba = matplotlib.colors.to_rgba(c)
+        if rgba[3] > 0:
+            keep.add(to_hex(rgba[:3]))
+    return keep
+
+
+def _hexes(artist, *, meaning: bool = False) -> set:
+    """The opaque colours an artist is drawn in. ``meaning``: only the colour that carries its meaning
+    (a line's colour, a marker's or patch's fill; the edge only where the fill is white or absent)."""
+    if isinstance(artist, Line2D):
+        line = _opaque([artist.get_color()]) if artist.get_linestyle() not in ("None", "none", "") else set()
+        marked = artist.get_marker() not in ("None", "none", "", None)
+        has_face = marked and MarkerStyle(artist.get_marker()).is_filled()  # "_", "+", "x" have no face
+        face_all = _opaque([artist.get_markerfacecolor()]) if has_face else set()
+        face = face_all - {"#ffffff"}
+        edge = _opaque([artist.get_markeredgecolor()]) if marked else set()
+        return ((line | face) or edge) if meaning else (line | face_all | edge)  # only what is drawn
+    if isinstance(artist, Collection):
+        face, edge = _opaque(artist.get_facecolors()), _opaque(artist.get_edgecolors())
+    elif isinstance(artist, Patch):
+        face, edge = _opaque([artist.get_facecolor()]), _opaque([artist.get_edgecolor()])
+    elif isinstance(artist, Text):
+        return _opaque([artist.get_color()])
+    else:
+        return set()
+    return ((face - {"#ffffff"}) or edge) if meaning else (face | edge)
+
+
+def _is_ref(artist, ax) -> bool:
+    """axhline/axvline/axvspan: drawn in a blended transform, not in data coordinates."""
+    tr = artist.get_data_transform() if isinstance(artist, Patch) else artist.get_transform()
+    return isinstance(tr, (BlendedGenericTransform, BlendedAffine2D)) and not isinstance(artist, Text)
+
+
+def _data_artists(ax) -> list:
+    out = []
+    for a in list(ax.lines) + list(ax.collections) + list(ax.patches):
+        if not a.get_visible() or _is_ref(a, ax):
+            continue
+        if isinstance(a, Line2D):
+            d = np.asarray(a.get_xydata(), dtype=float)
+            if d.size and np.isfinite(d).all(axis=1).any():
+                out.append(a)
+        elif isinstance(a, Collection):
+            if len(a.get_paths()) or len(a.get_offsets()):
+                out.append(a)
+        elif isinstance(a, Patch) and not (hasattr(a, "get_height") and a.get_height() == 0):
+            out.append(a)
+    return out
+
+
+def figure_problems(fig, *, max_legend: int = MAX_LEGEND) -> list:
+    """What a reader of ``fig`` would stumble on (an empty list when nothing): the figure is drawn
+    first, so mathtext that does not parse raises here."""
+    from figures._style import COLORS, MEANING_WORDS, NEUTRAL
+
+    fig.canvas.draw()
+    meaning_of = {to_hex(c): m for m, c in COLORS.items()}
+    allowed = set(meaning_of) | {to_hex(c) for c in NEUTRAL}
+    bad = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.axison:
+            continue
+        name = f"axes {i} ({ax.get_title() or 'untitled'!r})"
+        data = _data_artists(ax)
+        if not data:
+            bad.append(f"{name}: empty panel (no plotted data)")
+        for a in list(ax.lines) + list(ax.collections) + list(ax.patches) + list(ax.texts):
+            for h in _hexes(a) - allowed:
+                bad.append(f"{name}: colour {h} is in no meaning of figures._style.COLORS")
+        # lines, areas and boxes could hide a reference line; point markers (a radius on the η line,
+        # the recommended λ) are meant to sit on top of it
+        top = max((a.get_zorder() for a in data if not isinstance(a, PathCollection)), default=0)
+        for a in ax.lines + ax.patches:
+            if _is_ref(a, ax) and isinstance(a, Line2D) and a.get_zorder() < top:
+                bad.append(f"{name}: reference line at zorder {a.get_zorder()} is under the data (zorder {top})")
+        for t in ax.get_xticklabels() + ax.get_yticklabels():
+            s = t.get_text()
+            if t.get_visible() and ("\\times" in s or "×10" in s or "10^{" in s):
+                bad.append(f"{name}: tick label {s!r} is not a plain number")
+    renderer = fig.canvas.get_renderer()
+    fb = fig.bbox
+    ticks = {id(lab) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tk in axis.get_major_ticks() + axis.get_minor_ticks() for lab in (tk.label1, tk.label2)}
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and id(t) not in ticks:  # ticks outside the view are not drawn
+            e = t.get_window_extent(renderer)
+            if e.x0 < fb.x0 - 2 or e.x1 > fb.x1 + 2 or e.y0 < fb.y0 - 2 or e.y1 > fb.y1 + 2:
+                bad.append(f"text {t.get_text()[:60]!r} runs off the figure")
+    # titles and axis labels of different panels must not overlap one another
+    heads = [(i, t) for i, ax in enumerate(fig.axes) if ax.axison
+             for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_visible() and t.get_text().strip()]
+    boxes = [(i, t, t.get_window_extent(renderer)) for i, t in heads]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            (i, t, e), (j, u, f) = boxes[a], boxes[b]
+            if i != j and e.overlaps(f):
+                bad.append(f"text {t.get_text()[:40]!r} overlaps {u.get_text()[:40]!r}")
+    seen: dict = {}
+    for leg in fig.findobj(Legend):
+        texts = [t.get_text() for t in leg.texts]
+        if len(texts) > max_legend:
+            bad.append(f"legend with {len(texts)} entries (more than {max_legend}): {texts}")
+        for h, lab in zip(leg.legend_handles, texts):
+            for hx in _hexes(h, meaning=True):
+                m = meaning_of.get(hx)
+                if m is None:
+                    continue
+                seen.setdefault(hx, set()).add(lab)
+                if not any(w in lab for w in MEANING_WORDS[m]):
+                    bad.append(f"colour {hx} means {m!r} but the legend entry {lab!r} says something else")
+    for t in fig.findobj(Text):
+        s = t.get_text()
+        if not s or not t.get_visible():
+            continue
+        if t.get_fontsize() < MIN_FONT_PT:
+            bad.append(f"text {s[:40]!r} at {t.get_fontsize():g} pt (under {MIN_FONT_PT} pt)")
+        if s.count("$") - s.count("\\$") - 2 * len(_MATH.findall(s)) != 0:
+            bad.append(f"text {s!r}: unbalanced $")
+        rest = _MATH.sub("", s)
+        for tok in ("_{", "^{"):
+            if tok in rest:
+                bad.append(f"text {s!r}: raw TeX {tok!r} outside $…$")
+        if re.search(r"\\[A-Za-z]+", rest):
+            bad.append(f"text {s!r}: a TeX command outside $…$")
+    return bad
+
+
+def test_figure_checks_catch_each_problem():
+    """The checks themselves: a figure with each problem is flagged, a clean one is not."""
+    from figures._style import COLORS, new_figure
+
+    with style():
+        fig = new_figure(4, 3)
+        ax1, ax2 = fig.subplots(1, 2)
+        for k in range(MAX_LEGEND + 1):  # one legend entry too many
+            ax1.plot([0, 1], [k, k + 1], color="#333333", label=f"series {k}")
+        ax1.legend()
+        ax1.plot([0, 1], [0, 1], color=COLORS["hoeffding"], label="dead")  # blue for a family
+        ax1.legend()
+        ax1.set_xlabel(r"max_t‖B_{:,t}‖₁")  # raw TeX
+        ax1.axhline(0.5, color="#666666", zorder=1)  # reference under the data
+        ax2.set_title("(b) nothing here")  # an empty panel
+        ax2.set_ylabel("too small to read", fontsize=4)
+        ax1.set_title("a title much too long for its panel, over its neighbour's", in_layout=False)
+        ax2.text(0.5, 0.5, "a note that runs past the right edge", transform=ax2.transAxes, in_layout=False)
+    msgs = figure_problems(fig, max_legend=MAX_LEGEND)
+    joined = "\n".join(msgs)
+    assert "more than 8" in joined
+    assert "means 'hoeffding' but the legend entry 'dead'" in joined
+    assert "raw TeX '_{'" in joined
+    assert "empty panel" in joined and "(b) nothing here" in joined
+    assert "reference line at zorder 1" in joined
+    assert "runs off the figure" in joined
+    assert "'too small to read' at 4 pt" in joined
+    assert "overlaps '(b) nothing here'" in joined
+    with style():
+        fig = new_figure(4, 3)
+        ax = fig.subplots()
+        ax.plot([1, 10, 100], [1, 2, 3], color=COLORS["hoeffding"], label=r"Hoeffding, $s^2 = \delta^2/4$")
+        ax.set_xscale("log")
+        from figures._style import plain_log_ticks, ref_line
+
+        plain_log_ticks(ax)
+        ref_line(ax, 10)
+        ax.set_xlabel(r"$\max_t \|B_{:,t}\|_1$")
+        ax.legend()
+    assert figure_problems(fig) == []
+
+
+@pytest.mark.parametrize("number", list(FIGURES))
+def test_figure_reads_at_its_printed_size(number, src):
+    fig = drawn(number, src)
+    assert figure_problems(fig) == []
+
+
+def test_colour_means_one_thing_in_all_figures(src):
+    """Across all figures together, a colour of the meaning map labels only entries of its meaning."""
+    from figures._style import COLORS
+
+    hexes = [to_hex(c) for c in COLORS.values()]
+    assert len(set(hexes)) == len(hexes), "two meanings share a colour"
+    labels: dict = {}
+    for n in FIGURES:
+        fig = drawn(n, src)
+        for leg in fig.findobj(Legend):
+            for h, t in zip(leg.legend_handles, leg.texts):
+                for hx in _hexes(h, meaning=True):
+                    labels.setdefault(hx, []).append(t.get_text())
+    assert figure_problems_across(labels) == []
+
+
+def figure_problems_across(labels: dict) -> list:
+    from figures._style import COLORS, MEANING_WORDS
+
+    meaning_of = {to_hex(c): m for m, c in COLORS.items()}
+    return [f"{hx} ({meaning_of[hx]}) labels {lab!r}" for hx, labs in labels.items() if hx in meaning_of
+            for lab in labs if not any(w in lab for w in MEANING_WORDS[meaning_of[hx]])]
