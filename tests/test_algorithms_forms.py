@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import algorithms as A
-from verify.strategies import REGIMES, Layer, layers
+from verify.strategies import FAMILIES, Layer, layers
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -99,7 +99,7 @@ def test_update_forms_agree(cfg):
         assert_same_run(r, ref, f"method={method}")
 
 
-@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("regime", FAMILIES)
 def test_block_size_does_not_change_the_result(regime):
     rng = np.random.default_rng(5)
     from verify.strategies import make_X

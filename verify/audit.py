@@ -85,13 +85,14 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
+from .data import FAMILIES
+
 __all__ = ["KINDS", "FAMILIES", "GRIDS", "LayerBank", "ORDERS", "PRECISIONS", "CONTRACT", "Decline", "declare",
            "AuditCase", "CaseOutcome", "AuditReport", "load_quantizer", "implied_run",
            "audit", "audit_cases", "evaluate_case"]
 
 KINDS = ("optq", "qronos-projection", "qronos-original")
 
-FAMILIES = ("tall", "ill_conditioned", "heavy_tailed", "duplicate", "dead", "wide", "rank_deficient")
 
 #: the grids of the audit plan, by name (specs for :func:`verify.campaign.make_grid`)
 GRIDS = {

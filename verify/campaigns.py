@@ -25,6 +25,7 @@ deterministic against stochastic rounding are compared on identical ``X``, ``W``
 from __future__ import annotations
 
 from .campaign import Campaign, Cell
+from .data import FAMILIES
 
 __all__ = ["CAMPAIGNS", "default_campaign", "quick_campaign", "get_campaign"]
 
@@ -32,7 +33,6 @@ GPTQ4 = {"kind": "gptq", "bits": 4, "sym": True}
 DZ = {"kind": "symmetric", "delta_rel": 0.125, "K": None}
 
 
-FAMILIES = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
 
 
 def _families(reps: int = 3):

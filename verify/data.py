@@ -1,6 +1,6 @@
 """Synthetic calibration data in controlled regimes (NumPy only).
 
-Regimes (``REGIMES``):
+Families (``FAMILIES``):
 
 * ``"tall"``: ``m ≥ 2N`` Gaussian rows with anisotropic column scales;
 * ``"wide"``: ``m < N`` (``XᵀX`` singular: needs λ > 0);
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REGIMES", "SINGULAR", "make_X", "mismatch", "synthetic_layer"]
+__all__ = ["FAMILIES", "SINGULAR", "make_X", "mismatch", "synthetic_layer"]
 
-REGIMES = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
+#: the synthetic data families (the one definition: campaigns, audit and strategies use it)
+FAMILIES = ("tall", "wide", "rank_deficient", "dead", "duplicate", "ill_conditioned", "heavy_tailed")
 
 #: Regimes whose XᵀX is singular, so that λ = 0 is not allowed.
 SINGULAR = ("wide", "rank_deficient", "dead", "duplicate")
@@ -25,8 +26,8 @@ SINGULAR = ("wide", "rank_deficient", "dead", "duplicate")
 
 def make_X(regime: str, m: int, N: int, rng: np.random.Generator, *, cond: float = 1e6) -> np.ndarray:
     """Calibration data of shape ``m × N`` in ``regime`` (float64)."""
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    if regime not in FAMILIES:
+        raise ValueError(f"regime must be one of {FAMILIES}, got {regime!r}")
     scales = np.exp(rng.uniform(-1.0, 1.0, N))
     if regime in ("tall", "wide"):
         return rng.standard_normal((m, N)) * scales

@@ -11,7 +11,7 @@ Public so that users can audit their own quantizers on the same data the package
         ...
 
 Each example is drawn from a seed and a few shape parameters (hypothesis shrinks those), then
-built with NumPy by :mod:`verify.data`, so even large layers are cheap. Regimes (``REGIMES``):
+built with NumPy by :mod:`verify.data`, so even large layers are cheap. Regimes (``FAMILIES``):
 
 * ``"tall"``: ``m ≥ 2N`` Gaussian rows with anisotropic column scales;
 * ``"wide"``: ``m < N`` (``XᵀX`` singular: needs λ > 0);
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from .data import REGIMES, SINGULAR, make_X, mismatch
+from .data import FAMILIES, SINGULAR, make_X, mismatch
 
-__all__ = ["REGIMES", "Layer", "make_X", "layers", "mismatch"]
+__all__ = ["FAMILIES", "Layer", "make_X", "layers", "mismatch"]
 
 @dataclass(frozen=True)
 class Layer:
@@ -61,9 +61,9 @@ def layers(
     cond: float = 1e6,
     w_scale=(0.1, 10.0),
 ) -> Layer:
-    """A layer ``(W, X)``; ``regime`` one of ``REGIMES`` (or None: any). ``n``, ``N``, ``m``: ranges
+    """A layer ``(W, X)``; ``regime`` one of ``FAMILIES`` (or None: any). ``n``, ``N``, ``m``: ranges
     (inclusive) or ints; by default ``m`` follows the regime (tall: 2N..4N, wide: 1..N−1)."""
-    reg = draw(st.sampled_from(REGIMES)) if regime is None else regime
+    reg = draw(st.sampled_from(FAMILIES)) if regime is None else regime
     if reg == "wide":
         Nv = draw(_int(N if not isinstance(N, tuple) else (max(2, N[0]), max(2, N[1]))))
     elif reg in ("dead", "duplicate"):
