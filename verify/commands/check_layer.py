@@ -145,8 +145,9 @@ def _check_array(a, name: str, spec: str) -> np.ndarray:
 
 def run(args) -> int:
     import algorithms as A
-    import theory
-    from theory.verdicts import CONSISTENT, EXIT, INSUFFICIENT, NOT_EXERCISED, OUT_OF_SCOPE, combine, exit_code
+    from theory.verdicts import EXIT, INSUFFICIENT
+
+    from ..check import check_given, check_layer
 
     try:
         if args.json:  # before any work: a long run must not fail at its very end
@@ -155,11 +156,6 @@ def run(args) -> int:
         W = load_array(args.W, "W").astype(dt)
         X = load_array(args.X, "X").astype(dt)
         Xt = load_array(args.x_tilde, "X_tilde").astype(dt) if args.x_tilde else None
-        if X.shape[1] != W.shape[1]:
-            raise ValueError(f"shape mismatch: W is {W.shape} (n × N) but X is {X.shape}; X must be m × N "
-                             f"(rows are samples){' — it looks transposed' if X.shape[0] == W.shape[1] else ''}")
-        if Xt is not None and Xt.shape != X.shape:
-            raise ValueError(f"shape mismatch: X_tilde is {Xt.shape}, X is {X.shape}")
         if args.trials < 1:
             raise ValueError("--trials must be ≥ 1")
         if args.delta is not None:
@@ -167,100 +163,42 @@ def run(args) -> int:
         else:
             grid = A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size,
                                static_groups=args.static_groups)
-        given = None
         if getattr(args, "q", None):  # a Q made elsewhere: read it (and its grid) instead of quantizing
             from .. import packed
 
+            if args.rounding == "stochastic" and args.trials > 1:
+                raise ValueError("--trials repeats the package's own quantization; with --q give one Q (repeat its "
+                                 "rows for trials)")
             given = packed.read_q(args.q, W=W, fmt=args.q_format, grid=grid, scales=args.scales, zeros=args.zeros,
                                   g_idx=args.g_idx, bits=None if args.bits == 4 else args.bits,
                                   zero_convention=args.zero_convention)
-            grid = given.grid
+            report = check_given(given, W, X, Xt, kind=args.q_kind, lam=args.lam, percdamp=args.percdamp,
+                                 order=args.order, rounding=args.rounding, precision=args.precision,
+                                 static_groups=args.static_groups, alpha=args.alpha, eta=args.eta, source=args.q)
+        else:
+            report = check_layer(W, X, Xt, grid=grid, lam=args.lam, percdamp=args.percdamp, order=args.order,
+                                 rounding=args.rounding, trials=args.trials, seed=args.seed, alpha=args.alpha,
+                                 eta=args.eta, progress=not args.no_progress)
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
-    damp = {"lam": args.lam} if args.lam is not None else {"percdamp": 0.01 if args.percdamp is None else args.percdamp}
-    Wr = np.tile(W, (args.trials, 1)) if args.rounding == "stochastic" and args.trials > 1 else W
-    rng = np.random.default_rng(args.seed)
-    kw = dict(grid=grid, order=args.order, rounding=args.rounding, rng=rng, **damp)
-    runs = []
-    from tqdm.auto import tqdm
-
-    plan = [("optq", lambda: A.optq(Wr, X, **kw), dict())]
-    if Xt is not None:
-        plan.append(("optq on X_tilde", lambda: A.optq(Wr, Xt, **kw), dict(X_tilde=Xt)))
-        for v in ("projection", "original"):
-            plan.append((f"qronos-{v}", lambda v=v: A.qronos(Wr, X, Xt, variant=v, **kw), dict(X_tilde=Xt, W=Wr)))
-    if given is not None:  # --q: check the given Q under --q-kind, nothing is quantized here
-        plan = []
-        try:
-            runs.append(packed.check_given(given, args, W, X, Xt))
-        except ValueError as exc:
-            print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
-            return EXIT["bad input"]
-    with tqdm(total=len(plan), desc="check-layer", unit="run", disable=args.no_progress,
-              dynamic_ncols=True, leave=False) as bar:
-        for label, quantize, extra in plan:
-            bar.set_postfix_str(label)
-            try:
-                r = quantize()
-            except ValueError as exc:  # the layer, the grid or the damping do not fit: bad input
-                bar.close()
-                print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
-                return EXIT["bad input"]
-            run = theory.Run.from_result(r, X, **extra)
-            bar.set_postfix_str(f"{label}: checking the claims")
-            runs.append((label, r, run, theory.check_all(run, alpha=args.alpha, eta=args.eta)))
-            bar.update()
-    report = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, "shape": {"n": W.shape[0], "N": W.shape[1],
-              "m": X.shape[0]}, "grid": grid.to_dict(), "order": args.order, "rounding": args.rounding,
-              "trials": args.trials, "runs": []}
-    from ..campaign import provenance
-
-    # what produced the report: the same record verify stores with a campaign, plus the seed
-    report["provenance"] = provenance(seed=args.seed)
-    if given is not None:
-        report["q"] = given.info
-    statuses = []
-    for label, res, run, verdicts in runs:
-        rows = []
-        for cid, v in verdicts.items():
-            d = v.to_dict()
-            rows.append(d)
-            statuses.append(d["status"])
-        D = np.asarray(run.W, dtype=np.float64) - np.asarray(res.Q, dtype=np.float64)
-        err = float(np.linalg.norm(X.astype(np.float64) @ D.T)) if label == "optq" else None
-        report["runs"].append({"run": label, "lam": float(res.lam), "saturated_rows": int(np.sum(res.saturated)),
-                               "error_fro": err, "verdicts": rows})
-        print(f"\n== {label}: λ = {res.lam:.4g}, {int(np.sum(res.saturated))}/{len(res.saturated)} rows saturated")
-        print(f"{'claim':24s} {'status':21s} {'in':>6s} {'out':>6s} {'worst ratio':>12s}  reason / p-value")
-        for d in rows:
-            wr = "" if d.get("worst_ratio") is None else f"{d['worst_ratio']:.4g}"
-            extra = (f"p = {d['p_value']:.3g}" if d.get("p_value") is not None else
-                     "; ".join(f"{k} ({n})" for k, n in list(d["reasons"].items())[:1]))
-            print(f"{d['claim']:24s} {d['status']:21s} {d['in_scope']:6d} {d['out_of_scope']:6d} {wr:>12s}  {extra}")
-    code = exit_code(statuses)
-    report["status"] = NOT_EXERCISED if CONSISTENT not in statuses and combine(statuses) == OUT_OF_SCOPE \
-        else combine(statuses)
-    report["exit_code"] = code
-    if code == EXIT["violated"]:
-        print("\nVIOLATED: a claim failed on this layer")
-    elif INSUFFICIENT in statuses:
-        print("\nno claim violated, but insufficient evidence: a statistical check lacked the power it needs "
-              "(raise --trials)")
-    elif CONSISTENT not in statuses:
-        print("\nno claim violated, but none was checked: no claim was in scope on this layer (see the reasons)")
-    else:
-        print("\nno claim violated")
+    print(report.format())
+    code = report.exit_code
     if args.json:
+        from ..campaign import provenance
+
+        doc = {"W": args.W, "X": args.X, "X_tilde": args.x_tilde, **report.to_dict(),
+               # what produced the report: the same record verify stores with a campaign, plus the seed
+               "provenance": provenance(seed=args.seed)}
         try:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
+            Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=True, default=str))
         except OSError as exc:
             print(f"ptq-bounds check-layer: --json: cannot write {args.json} ({exc.strerror or exc}); "
                   "give a path in an existing, writable directory", file=sys.stderr)
             return EXIT["bad input"]
     if code == EXIT["not exercised"]:
         print("ptq-bounds check-layer: not exercised: "
-              + ("insufficient evidence (raise --trials)" if INSUFFICIENT in statuses else "no claim in scope"),
+              + ("insufficient evidence (raise --trials)" if INSUFFICIENT in report.statuses else "no claim in scope"),
               file=sys.stderr)
     return code
