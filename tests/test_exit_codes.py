@@ -203,7 +203,9 @@ def test_verify_3_on_insufficient_evidence(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_verify_3_when_a_full_coverage_campaign_leaves_a_claim_unexercised(tiny, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tiny, "FULL_COVERAGE", ("tiny",))
+    import verify.verification as vv
+
+    monkeypatch.setattr(vv, "FULL_COVERAGE", ("tiny",))
     assert code(verify_argv(tmp_path)) == 3
     assert "claims never in scope" in capsys.readouterr().err
 
@@ -222,9 +224,9 @@ def test_verify_4_when_a_cell_failed(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_verify_4_on_a_crash(tiny, tmp_path, monkeypatch, capsys):
-    import verify.commands.verify_cmd as vc
+    import verify.verification as vv
 
-    assert_internal_error(capsys, verify_argv(tmp_path), (vc, "run_campaign"), monkeypatch)
+    assert_internal_error(capsys, verify_argv(tmp_path), (vv, "run_campaign"), monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------------

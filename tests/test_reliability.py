@@ -127,7 +127,7 @@ def test_check_layer_no_progress_and_json(capsys, files, tmp_path):
 # verify
 # ------------------------------------------------------------------------------------------------
 def _no_campaign(monkeypatch):
-    import verify.commands.verify_cmd as vc
+    import verify.verification as vc
 
     def never(*_a, **_k):  # pragma: no cover - bad arguments are rejected before any work
         raise AssertionError("the campaign ran before its arguments were checked")
@@ -353,7 +353,7 @@ def test_recommend_lambda_bad_arguments(layer):
 
 def test_verify_sigint_exits_130_in_process(monkeypatch, capsys, tmp_path):
     """``verify.cli.main`` maps KeyboardInterrupt (what SIGINT raises) to exit 130 with one line."""
-    import verify.commands.verify_cmd as vc
+    import verify.verification as vc
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt

@@ -16,11 +16,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from ..campaigns import CAMPAIGNS, FULL_COVERAGE, get_campaign
+from ..campaigns import CAMPAIGNS, get_campaign
 from ..cli import nonneg_int
 from ..executor import EXECUTORS
-from ..runner import format_summary, run_campaign, write_json
+from ..runner import write_json
 from ..store import Store
+from ..verification import decide, verify_campaign
 
 DEFAULT_OUT = "ptq-results"
 #: every value of --campaign: the built-in synthetic campaigns and the real-LLM one
@@ -104,23 +105,17 @@ def run(args) -> int:
     except sqlite3.DatabaseError as exc:
         return _bad(f"--store: {store_path} is not a result store ({exc}); pass the store.sqlite `ptq-bounds "
                     "verify` wrote, or a new path")
-    summary = run_campaign(campaign, store, executor_kind=args.executor, workers=args.workers,
-                           scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit)
-    print(format_summary(summary))
-    if summary["cells"]:
-        from ..recheck import float64_precision_recheck, float64_recheck, precision_recheck_line, recheck_line
-
-        summary["float64_recheck"] = float64_recheck(store, campaign, limit=args.recheck,
-                                                     progress=not args.no_progress)
-        print(recheck_line(summary["float64_recheck"]))
-        summary["float64_precision_recheck"] = float64_precision_recheck(store, campaign, limit=args.recheck_precision,
-                                                                         progress=not args.no_progress)
-        print(precision_recheck_line(summary["float64_precision_recheck"]))
+    summary = verify_campaign(campaign, store, executor_kind=args.executor, workers=args.workers,
+                              scheduler=args.scheduler, progress=not args.no_progress, limit=args.limit,
+                              recheck=args.recheck, recheck_precision=args.recheck_precision, echo=print)
     path = write_json(args.json or out / f"{campaign.name}-summary.json", summary)
     print(f"store: {store.path}   summary: {path}")
     if args.campaign == "real-llm":
         _real_llm_report(store, campaign, out, summary.get("float64_recheck"), summary.get("float64_precision_recheck"))
-    return _exit_code(summary, campaign)
+    code, reasons = decide(summary, campaign.name)
+    for line in reasons:
+        print(line if line.startswith("violated in the float64") else f"ptq-bounds verify: {line}", file=sys.stderr)
+    return code
 
 
 def _check_outputs(args, out: Path) -> None:
@@ -130,45 +125,6 @@ def _check_outputs(args, out: Path) -> None:
     check_writable_dir(out, "--out")
     check_writable_file(args.store or out / "store.sqlite", "--store")
     check_writable_file(args.json or out / f"{args.campaign}-summary.json", "--json")
-
-
-def _exit_code(summary: dict, campaign) -> int:
-    """The exit code of a finished ``verify`` run (see the module docstring), with one line on stderr
-    for every code but 0."""
-    from theory.verdicts import CONSISTENT, EXIT, INSUFFICIENT, VIOLATED, exit_code
-
-    rechecks = [r for key in ("float64_recheck", "float64_precision_recheck")
-                for r in (summary.get(key) or {}).get("rechecked", [])]
-    bad64 = sorted({k for r in rechecks for k, d in r.get("claims", {}).items() if d.get("float64_status") == VIOLATED})
-    failed64 = [r for r in rechecks if "error" in r]
-    statuses = [s["status"] for s in summary["claims"].values()]
-    statuses += [VIOLATED] * bool(bad64) + [INSUFFICIENT] * bool(summary.get("insufficient"))
-    complete = summary["cells"] == summary["cells_expected"]
-    unexercised = sorted(summary["not_exercised"]) if complete and campaign.name in FULL_COVERAGE else []
-    errors = len(summary["errors"]) + len(failed64)
-    code = exit_code(statuses, errors=errors, required_checked=not unexercised)
-    if bad64:
-        print("violated in the float64 re-check: " + ", ".join(bad64), file=sys.stderr)
-    if code == EXIT["violated"]:
-        print("ptq-bounds verify: violated: " + ", ".join(sorted(set(summary["violated"]) | set(bad64))),
-              file=sys.stderr)
-    elif code == EXIT["internal error"]:
-        print(f"ptq-bounds verify: internal error: {len(summary['errors'])} cells and {len(failed64)} float64 "
-              "re-runs failed to run (see the table above); re-running continues with the cells that failed",
-              file=sys.stderr)
-    elif code == EXIT["not exercised"]:
-        why = []
-        if not summary["cells"]:
-            why.append("no cell ran (nothing checked)")
-        elif CONSISTENT not in statuses:
-            why.append("no claim was in scope on any cell")
-        if summary.get("insufficient"):
-            why.append("insufficient evidence (a statistical check lacked the declared power): "
-                       + ", ".join(summary["insufficient"]))
-        if unexercised:
-            why.append("claims never in scope: " + ", ".join(unexercised))
-        print("ptq-bounds verify: not exercised: " + "; ".join(why), file=sys.stderr)
-    return code
 
 
 def _real_llm_report(store, campaign, out: Path, recheck: dict | None, precision: dict | None = None) -> None:
