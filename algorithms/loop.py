@@ -40,7 +40,7 @@ from .ordering import resolve_order
 from .rounding import round_nearest, round_stochastic
 from .validation import check_choice, check_int
 
-__all__ = ["METHODS", "ROUNDINGS", "FORMS", "INNER", "Factor", "check_options", "check_representable", "start",
+__all__ = ["METHODS", "ROUNDINGS", "FORMS", "INNER", "Factor", "Columns", "check_options", "check_representable", "start",
            "permute", "factor", "run_columns", "quantizer", "unpermute", "block_bounds", "sub_bounds"]
 
 METHODS = ("blocked", "cholesky", "inverse", "ridge")
@@ -142,6 +142,20 @@ def factor(xp, Hp, lam, *, method, name="X", U=None) -> Factor:
 # -- the loop ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """The loop's output, ``N × n`` arrays in processing order: ``Q`` (levels), ``E`` (errors),
+    ``Z`` (the rounded values ``z_t``), ``C`` (clip flags); ``cg`` the realised grid; ``hinv_diag``
+    the diagonal of ``U``."""
+
+    Q: object
+    E: object
+    Z: object
+    C: object
+    cg: ColumnGrid
+    hinv_diag: object
+
+
 def run_columns(xp, W0, F: Factor, perm, grid, *, rounding, rng, block_size, W_fit, W_static, first=None,
                 fused=None):
     """The column loop from the starting weights ``W0`` (``n × N``, original order) with the factor
@@ -183,20 +197,6 @@ def run_columns(xp, W0, F: Factor, perm, grid, *, rounding, rng, block_size, W_f
     elif first is not None:
         E[0] = Wp[0] - Qp[0]
     return Columns(Q=Qp, E=E, Z=Wp, C=Cp, cg=cg, hinv_diag=hdiag)
-
-
-@dataclass(frozen=True, eq=False)
-class Columns:
-    """The loop's output, ``N × n`` arrays in processing order: ``Q`` (levels), ``E`` (errors),
-    ``Z`` (the rounded values ``z_t``), ``C`` (clip flags); ``cg`` the realised grid; ``hinv_diag``
-    the diagonal of ``U``."""
-
-    Q: object
-    E: object
-    Z: object
-    C: object
-    cg: ColumnGrid
-    hinv_diag: object
 
 
 def unpermute(xp, cols: Columns, perm) -> dict:
