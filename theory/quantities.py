@@ -97,8 +97,8 @@ def _check_dead(dead):
 
 def order_key(X, *, dead: str = "zero") -> np.ndarray:
     """The diagonal that ``"decreasing"``/``"increasing"`` sort by: ``‖X_t‖²`` (float64), and, with
-    ``dead="zero"``, GPTQ's dead-feature value ``m/2`` (its "1" of ``(2/m)XᵀX``) on features whose
-    column is identically zero.
+    ``dead="zero"``, GPTQ's dead-feature value ``m/2`` (its "1" of ``(2/m)XᵀX``) where ``‖X_t‖² = 0``
+    (GPTQ's test; it differs from "the column is identically zero" only where squares underflow).
 
     This is the definition :func:`algorithms.optq` runs (it sorts by the undamped diagonal of its
     Hessian after the dead-feature fix; ``dead="keep"`` leaves the dead diagonal at 0, as
@@ -111,7 +111,7 @@ def order_key(X, *, dead: str = "zero") -> np.ndarray:
     X = as64(X)
     d = np.sum(X**2, axis=0)
     if dead == "zero":
-        d = np.where(dead_features(X), X.shape[0] / 2.0, d)
+        d = np.where(d == 0, X.shape[0] / 2.0, d)
     return d
 
 
