@@ -21,7 +21,9 @@ __all__ = [
     "solve_triangular",
     "uniforms",
     "to_numpy",
+    "dtype_name",
     "eps",
+    "diagonal",
     "device_of",
     "transpose_copy",
     "contiguous",
@@ -102,10 +104,20 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+def dtype_name(dtype) -> str:
+    """``'float32'`` for ``numpy.float32``, ``torch.float32``, ``dtype('float32')`` or ``'float32'``."""
+    return str(dtype).split(".")[-1]
+
+
 def eps(dtype) -> float:
     """Machine epsilon of a floating dtype of any backend."""
-    name = str(dtype).split(".")[-1]
-    return float(np.finfo(np.dtype(name)).eps)
+    return float(np.finfo(np.dtype(dtype_name(dtype))).eps)
+
+
+def diagonal(xp, A):
+    """The main diagonal of the 2-D ``A`` (``xp.linalg.diagonal`` where the namespace has it)."""
+    linalg = getattr(xp, "linalg", None)
+    return linalg.diagonal(A) if hasattr(linalg, "diagonal") else xp.diagonal(A)
 
 
 def device_of(a):
@@ -179,7 +191,7 @@ def cholesky_lower(xp, A):
         return L
     L = xp.linalg.cholesky(A)
     if is_cupy_namespace(xp):
-        d = xp.linalg.diagonal(L)
+        d = diagonal(xp, L)
         if not bool(xp.all(xp.isfinite(L))) or not bool(xp.all(d > 0)):
             raise np.linalg.LinAlgError("matrix is not positive definite (CuPy Cholesky returned NaN)")
     return L

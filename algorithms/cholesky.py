@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import cholesky_lower, contiguous, eps, inv_lower_triangular, to_numpy
+from ._backend import cholesky_lower, contiguous, diagonal, dtype_name, eps, inv_lower_triangular, to_numpy
 
 __all__ = ["gram", "prepare_hessian", "inverse_cholesky_upper", "gptq_lambda"]
 
@@ -46,7 +46,7 @@ def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype, name: str = "X"):
     m, N = X.shape
     with np.errstate(over="ignore"):  # an overflow is reported below, with the fix
         H = gram(xp, X, dtype)
-    d = xp.linalg.diagonal(H) if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal") else xp.diagonal(H)
+    d = diagonal(xp, H)
     dead_mask = d == 0
     idx = xp.arange(N, device=getattr(H, "device", None))
     if dead == "zero" and bool(xp.any(dead_mask)):
@@ -61,15 +61,11 @@ def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype, name: str = "X"):
     return H, lam, dead_mask, d
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).split(".")[-1]
-
-
 def _check_gram(xp, X, d, dead_mask, *, dtype, name="X"):
     """``XᵀX`` must be representable in ``dtype``: a ValueError naming the overflow (or the underflow
     that makes every live feature look dead; a RuntimeWarning when only some do) and the fix, never a
     LinAlgError later."""
-    dtname = _dtype_name(dtype)
+    dtname = dtype_name(dtype)
     if not bool(xp.all(xp.isfinite(d))):
         amax = float(xp.max(xp.abs(xp.astype(X, xp.float64))))
         raise ValueError(
@@ -84,7 +80,7 @@ def _check_gram(xp, X, d, dead_mask, *, dtype, name="X"):
 
 def _check_damped(xp, H, *, lam, percdamp, dtype, name="X"):
     """``XᵀX + λI`` must be finite in ``dtype`` (a ValueError naming the damping otherwise)."""
-    dtname = _dtype_name(dtype)
+    dtname = dtype_name(dtype)
     if not (np.isfinite(lam) and bool(xp.all(xp.isfinite(H)))):
         what = (f"percdamp = {percdamp:g} gives λ = {lam:.3g}" if percdamp is not None else f"lam = {lam:.3g}")
         raise ValueError(
@@ -117,12 +113,12 @@ def _explain_failure(H, lam, name: str):
     Hn = to_numpy(H).astype(np.float64)
     if not np.all(np.isfinite(Hn)):
         return (f"the damped Hessian {name}ᵀ{name} + λI (λ = {lam:.6g}) has entries that overflow "
-                f"{_dtype_name(H.dtype)}: rescale {name} (e.g. {name} / max|{name}|), or use a smaller damping")
+                f"{dtype_name(H.dtype)}: rescale {name} (e.g. {name} / max|{name}|), or use a smaller damping")
     try:
         w = np.linalg.eigvalsh((Hn + Hn.T) / 2)
     except np.linalg.LinAlgError:
         return (f"the damped Hessian {name}ᵀ{name} + λI (λ = {lam:.6g}) is not numerically positive definite "
-                f"and its eigenvalues cannot be computed (entries near the limits of {_dtype_name(H.dtype)}): "
+                f"and its eigenvalues cannot be computed (entries near the limits of {dtype_name(H.dtype)}): "
                 f"rescale {name} (e.g. {name} / max|{name}|), or pass percdamp=0.01")
     mean_diag = float(np.mean(np.diag(Hn)) - lam)
     lam_min_needed = max(0.0, -float(w[0]) + lam) + 1e-6 * max(mean_diag, 1e-300)
@@ -147,11 +143,11 @@ def inverse_cholesky_upper(xp, H, lam: float, *, name: str = "X"):
         L = cholesky_lower(xp, Hr)  # raises (never NaN) when not positive definite
     except Exception as exc:
         raise ValueError(_explain_failure(H, lam, name)) from exc
-    piv = xp.linalg.diagonal(L) if hasattr(xp.linalg, "diagonal") else xp.diagonal(L)
+    piv = diagonal(xp, L)
     if not bool(xp.all(xp.isfinite(L))) or not bool(xp.all(piv > 0)):
         raise ValueError(_explain_failure(H, lam, name))
     if lam == 0.0:
-        dmax = float(xp.max(xp.abs(xp.linalg.diagonal(H) if hasattr(xp.linalg, "diagonal") else xp.diagonal(H))))
+        dmax = float(xp.max(xp.abs(diagonal(xp, H))))
         if float(xp.min(piv)) ** 2 <= N * eps(H.dtype) * dmax:
             raise ValueError(
                 f"{name}ᵀ{name} is numerically singular (a feature is dead or a linear combination of "

@@ -1,6 +1,6 @@
 """Fused GPU kernel for the OPTQ column loop (CuPy only; the generic loop is the reference).
 
-The column loop of :func:`algorithms.optq.run_columns` (``method="blocked"``) is launch-bound
+The column loop of :func:`algorithms.loop.run_columns` (``method="blocked"``) is launch-bound
 on a GPU when written with array operations: each column costs ~10 small kernels. Rows of ``W``
 are independent inside a block of columns, so this module processes a whole block of ``B``
 columns in one kernel:
@@ -15,9 +15,9 @@ columns in one kernel:
   stochastic), clips, stores ``q``, the clip flag and the propagated error ``e``, and applies
   ``w_s -= e·M_ts`` to the row's later columns of the block.
 
-Kernel blocks have at most :data:`MAX_BLOCK` = 256 columns (``block_size`` is capped there;
-blocking changes results only at floating-point level) and hold whole on-the-fly groups, so
-groups larger than 256 columns run on the generic loop. Steps and zero points are read from the
+Kernel blocks are the blocks of the generic loop (:func:`algorithms.loop.block_bounds`, whole
+on-the-fly groups) with ``block_size`` capped at :data:`MAX_BLOCK` = 256 columns (blocking changes
+results only at floating-point level), so groups larger than 256 columns run on the generic loop. Steps and zero points are read from the
 ``N × n`` arrays of :class:`algorithms.grids.ColumnGrid`, or from one per-row vector broadcast
 over the columns (stride 0), which the kernel also accepts.
 
@@ -37,7 +37,7 @@ Stochastic rounding, ``PTQ_FUSED_RNG`` selects the uniforms:
 * ``host``: the same ``N × n`` uniforms as the generic path (``algorithms._backend.uniforms``),
   so that a fused run can be compared with a generic run entry for entry.
 
-Switches: ``PTQ_FUSED=0`` (or ``run_columns(..., fused=False)``) forces the generic loop;
+Switches: ``PTQ_FUSED=0`` (or ``loop.run_columns(..., fused=False)``) forces the generic loop;
 ``PTQ_FUSED=require`` (or ``fused=True``) insists on this kernel (``RuntimeError`` when it cannot
 be used); the default, ``auto``, uses it for CuPy arrays when it supports the grid and dtype, and
 falls back to the generic loop with a warning if it cannot be compiled.
@@ -52,9 +52,9 @@ import warnings
 import numpy as np
 from array_api_compat import is_cupy_namespace
 
-from ._backend import to_numpy, uniforms
+from ._backend import dtype_name, to_numpy, uniforms
 
-__all__ = ["wanted", "supported", "run_blocked", "drive", "kernel_source", "seed_from_rng", "block_bounds",
+__all__ = ["wanted", "supported", "run_blocked", "drive", "kernel_source", "seed_from_rng",
            "KERNEL_SOURCE", "ROWS", "MAX_BLOCK"]
 
 ROWS = 32  # rows of W per thread block (one warp)
@@ -176,10 +176,6 @@ def kernel_source(dtype_name: str) -> str:
     return _PRELUDE[dtype_name] + KERNEL_SOURCE
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).split(".")[-1]
-
-
 def _env_fused() -> str:
     """``PTQ_FUSED``: ``0`` (generic loop), ``require`` (the kernel or an error), else ``auto``."""
     v = os.environ.get("PTQ_FUSED", "auto").strip().lower()
@@ -199,7 +195,7 @@ def _env_rng() -> str:
 
 def supported(cg, dtype) -> str | None:
     """``None`` when the kernel handles this grid and dtype, else the reason it does not."""
-    if _dtype_name(dtype) not in _PRELUDE:
+    if dtype_name(dtype) not in _PRELUDE:
         return f"dtype {dtype} (float32 and float64 only)"
     if cg.lazy and cg.g > MAX_BLOCK:
         return f"on-the-fly groups of {cg.g} > {MAX_BLOCK} columns"
@@ -207,7 +203,7 @@ def supported(cg, dtype) -> str | None:
 
 
 def wanted(xp, fused, dtype, cg=None) -> bool:
-    """Whether :func:`run_columns` should use the fused kernel (see the module docstring).
+    """Whether :func:`algorithms.loop.run_columns` should use the fused kernel (see the module docstring).
 
     In ``auto`` mode a kernel that fails to compile (an unusual CUDA toolchain) gives a warning
     and the generic loop; nothing has been modified at that point.
@@ -228,7 +224,7 @@ def wanted(xp, fused, dtype, cg=None) -> bool:
             raise RuntimeError(f"the fused GPU kernel cannot be used: {reason}")
         return False
     try:
-        _kernel(_dtype_name(dtype))
+        _kernel(dtype_name(dtype))
     except Exception as exc:
         if strict:
             raise
@@ -241,13 +237,13 @@ def wanted(xp, fused, dtype, cg=None) -> bool:
 _CACHE: dict = {}
 
 
-def _kernel(dtype_name: str):
+def _kernel(name: str):
     import cupy
 
     dev = cupy.cuda.Device().id
-    key = (dtype_name, dev)
+    key = (name, dev)
     if key not in _CACHE:
-        mod = cupy.RawModule(code=kernel_source(dtype_name), options=("--std=c++14",))
+        mod = cupy.RawModule(code=kernel_source(name), options=("--std=c++14",))
         _CACHE[key] = mod.get_function("optq_block")
     return _CACHE[key]
 
@@ -272,20 +268,14 @@ def _shared_row_layout(cg, n):
     return None
 
 
-def block_bounds(N: int, block_size: int, cg) -> list:
-    """Kernel blocks: at most :data:`MAX_BLOCK` columns, and whole on-the-fly groups."""
-    step = max(1, min(int(block_size), MAX_BLOCK))
-    if cg.lazy:
-        step = cg.g * max(1, step // cg.g)
-    return list(range(0, N, step)) + [N]
-
-
-def run_blocked(xp, Wp, M, cg, Qp, Cp, *, rounding, rng, first, block_size):
-    """The fused loop on CuPy arrays. Fills ``Qp``, ``Cp``, updates ``Wp`` to ``z`` (and, for
-    on-the-fly groups, ``cg.scale_p``/``cg.zero_p``); returns the propagated errors ``E`` (``N × n``)."""
+def run_blocked(xp, Wp, M, cg, Qp, Cp, *, rounding, rng, first, bounds):
+    """The fused loop on CuPy arrays over the column blocks ``bounds`` (``[0, …, N]``, at most
+    :data:`MAX_BLOCK` columns each, whole on-the-fly groups: :func:`algorithms.loop.block_bounds`).
+    Fills ``Qp``, ``Cp``, updates ``Wp`` to ``z`` (and, for on-the-fly groups,
+    ``cg.scale_p``/``cg.zero_p``); returns the propagated errors ``E`` (``N × n``)."""
     import cupy
 
-    kern = _kernel(_dtype_name(Wp.dtype))
+    kern = _kernel(dtype_name(Wp.dtype))
 
     def launch(grid, block, args, shmem):
         if shmem > 48 * 1024:
@@ -293,15 +283,15 @@ def run_blocked(xp, Wp, M, cg, Qp, Cp, *, rounding, rng, first, block_size):
         kern(grid, block, args, shared_mem=shmem)
 
     return drive(cupy, launch, Wp, M, cg, Qp, Cp, rounding=rounding, rng=rng, first=first,
-                 block_size=block_size, host_uniforms=lambda shape: uniforms(xp, rng, shape, like=Wp))
+                 bounds=bounds, host_uniforms=lambda shape: uniforms(xp, rng, shape, like=Wp))
 
 
-def drive(ap, launch, Wp, M, cg, Qp, Cp, *, rounding, rng, first, block_size, host_uniforms):
+def drive(ap, launch, Wp, M, cg, Qp, Cp, *, rounding, rng, first, bounds, host_uniforms):
     """Host side of the fused loop, written for an array module ``ap`` (``cupy``; NumPy when the
     tests run the kernel's C source compiled for the CPU) and a kernel ``launch(grid, block,
     args, shared_bytes)``."""
     N, n = Wp.shape
-    real = np.float32 if _dtype_name(Wp.dtype) == "float32" else np.float64
+    real = np.float32 if dtype_name(Wp.dtype) == "float32" else np.float64
     for name, A in (("Wp", Wp), ("Qp", Qp), ("Cp", Cp)):
         if not A.flags.c_contiguous:
             raise ValueError(f"{name} must be C-contiguous for the fused kernel")
@@ -328,7 +318,8 @@ def drive(ap, launch, Wp, M, cg, Qp, Cp, *, rounding, rng, first, block_size, ho
     group = int(cg.g) if cg.lazy else 0
     sym = int(bool(cg.grid.sym)) if cg.grid.kind == "gptq" else 1
     maxq = real(cg.grid.maxq if cg.grid.kind == "gptq" else 1)
-    bounds = block_bounds(N, block_size, cg)
+    if any(b - a > MAX_BLOCK for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"kernel blocks hold at most {MAX_BLOCK} columns")
     grid = ((n + ROWS - 1) // ROWS,)
     itemsize = np.dtype(real).itemsize
     for i1, i2 in zip(bounds[:-1], bounds[1:]):

@@ -265,10 +265,6 @@ class ColumnGrid:
             self.scale_p = xp.take(S, order, axis=0)
             self.zero_p = xp.take(Z, order, axis=0)
 
-    def boundaries(self, N: int):
-        """Columns at which the loop must have applied every earlier update to all later columns."""
-        return set(range(0, N, self.g)) if self.lazy else set()
-
     def params(self, t: int, Wp):
         if self.lazy and t % self.g == 0:
             s, z = fit_minmax(self.xp, Wp[t:t + self.g, :].T, self.grid)

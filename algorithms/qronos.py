@@ -18,10 +18,10 @@ Dead features of ``X̃`` are kept (no zeroing): ``λ > 0`` is needed when ``X̃�
 
 from __future__ import annotations
 
-from ._backend import device_of
+from . import loop
+from ._backend import device_of, dtype_name
 from .cholesky import inverse_cholesky_upper, prepare_hessian
 from .ordering import resolve_order
-from .optq import _check_options, _check_representable, run_columns
 from .result import QronosResult
 from .validation import check_choice, check_lambda, check_layer
 
@@ -60,7 +60,7 @@ def qronos(
     xp = check_layer(W, X, X_tilde)
     n, N = W.shape
     check_choice("variant", variant, VARIANTS)
-    opts = _check_options(grid, n, N, rounding, rng, block_size, method, "keep")
+    opts = loop.check_options(grid, n, N, rounding, rng, block_size, method, "keep")
     check_lambda(lam, percdamp)
     dtype = W.dtype
     dev = device_of(W)
@@ -69,8 +69,8 @@ def qronos(
     Ht, lam_used, dead_mask, diagH = prepare_hessian(xp, Xt, lam=lam, percdamp=percdamp, dead="keep", dtype=dtype,
                                                      name="X_tilde")
     perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
-    Hp = xp.take(xp.take(Ht, perm, axis=0), perm, axis=1)
-    U = inverse_cholesky_upper(xp, Hp, lam_used, name="X_tilde")
+    Hp = loop.permute(xp, Ht, perm)
+    U = inverse_cholesky_upper(xp, Hp, lam_used, name="X_tilde")  # H̃_λ⁻¹ = UᵀU, processing order
 
     # ŵ = H̃_λ⁻¹ (X̃ᵀX + λI) w, row-wise: Ŵ = W (XᵀX̃ + λI) H̃_λ⁻¹, using H̃_λ⁻¹ = UᵀU (processing order).
     G = Xt.T @ Xc  # G[s, j] = ⟨X̃_s, X_j⟩
@@ -81,12 +81,12 @@ def qronos(
     W_hat = xp.take(What_p, invperm, axis=1)
     if not bool(xp.all(xp.isfinite(W_hat))):
         raise ValueError(
-            f"the least-squares target ŵ = H̃_λ⁻¹(X̃ᵀX + λI)w overflows {str(dtype).split('.')[-1]} "
+            f"the least-squares target ŵ = H̃_λ⁻¹(X̃ᵀX + λI)w overflows {dtype_name(dtype)} "
             "(X̃ᵀX is too large for the dtype): rescale X and X_tilde by one common factor (e.g. divide both by "
             "max|X|; with percdamp the result does not change, with lam scale lam by the factor squared), or use "
             "float64"
         )
-    _check_representable(xp, W_hat, grid)
+    loop.check_representable(xp, W_hat, grid)
 
     first = None
     if variant == "original":
@@ -101,13 +101,13 @@ def qronos(
         y = (W @ G[f, :] - W @ Hf + W[:, f] * nf) / nf
         first = y
 
-    out = run_columns(
-        xp, W_hat, Ht, lam_used, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
-        method=method, W_fit=W, W_static=W, name="X_tilde", first=first, U=U if method in ("blocked", "cholesky") else None,
-    )
+    F = loop.factor(xp, Hp, lam_used, method=method, name="X_tilde", U=U)
+    del U, Hp
+    cols = loop.run_columns(xp, W_hat, F, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
+                            W_fit=W, W_static=W, first=first)
     return QronosResult(
         lam=lam_used, grid=grid, W0=W_hat, dead=dead_mask, rounding=rounding, algorithm="qronos",
         m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",
                                         percdamp=percdamp, variant=variant),
-        W_hat=W_hat, variant=variant, y1=first, **out,
+        W_hat=W_hat, variant=variant, y1=first, **loop.unpermute(xp, cols, perm),
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ._backend import device_of, namespace
+from ._backend import device_of, namespace, uniforms
 from .grids import ColumnGrid, Grid
+from .loop import ROUNDINGS, check_representable
 from .result import QuantResult
 from .rounding import round_nearest, round_stochastic
 from .validation import check_choice, check_matrix
@@ -18,7 +19,7 @@ def rtn(W, grid: Grid, *, rounding: str = "nearest", rng=None) -> QuantResult:
     xp = namespace(W)
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be an algorithms.Grid, got {type(grid).__name__}")
-    check_choice("rounding", rounding, ("nearest", "stochastic"))
+    check_choice("rounding", rounding, ROUNDINGS)
     if rounding == "stochastic" and rng is None:
         raise ValueError("rounding='stochastic' needs rng=numpy.random.default_rng(seed)")
     n, N = W.shape
@@ -26,9 +27,7 @@ def rtn(W, grid: Grid, *, rounding: str = "nearest", rng=None) -> QuantResult:
     grid.check_rows(n)
     dev = device_of(W)
     perm = xp.arange(N, device=dev)
-    from .optq import _check_representable
-
-    _check_representable(xp, W, grid)  # as optq: a finite grid must reach the weights (never silent clipping)
+    check_representable(xp, W, grid)  # as optq: a finite grid must reach the weights (never silent clipping)
     spec = grid
     if grid.kind == "gptq" and grid.group_size and not grid.static_groups:
         # without error feedback, on-the-fly groups see the original weights: same as static groups
@@ -38,8 +37,6 @@ def rtn(W, grid: Grid, *, rounding: str = "nearest", rng=None) -> QuantResult:
     if rounding == "nearest":
         Q, clipped = round_nearest(xp, W, alpha.scale, alpha.zero, alpha.qmin, alpha.qmax)
     else:
-        from ._backend import uniforms
-
         U = uniforms(xp, rng, (n, N), like=W)
         Q, clipped = round_stochastic(xp, W, alpha.scale, alpha.zero, alpha.qmin, alpha.qmax, U)
     return QuantResult(

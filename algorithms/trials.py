@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numbers
 
+from . import loop
 from ._backend import namespace, to_numpy
-from .cholesky import inverse_cholesky_upper
 from .grids import Alphabet, Grid
-from .optq import _check_options, _start, run_columns
 from .result import QuantResult
 from .validation import check_int, check_lambda, check_layer
 
@@ -44,19 +43,19 @@ def optq_trials(w, X, *, grid: Grid, trials: int, rng, lam: float | None = None,
     check_lambda(lam, percdamp)
     if rng is None:
         raise ValueError("optq_trials needs rng=numpy.random.default_rng(seed) (stochastic rounding)")
-    opts = _check_options(grid, 1, N, "stochastic", rng, block_size, "blocked", dead)
-    w0, H, lam_used, dead_mask, perm = _start(xp, w, X, grid, lam=lam, percdamp=percdamp, dead=dead, order=order,
-                                              rng=rng)
-    Hp = xp.take(xp.take(H, perm, axis=0), perm, axis=1)
-    U = inverse_cholesky_upper(xp, Hp, lam_used, name="X")
-    del Hp
+    opts = loop.check_options(grid, 1, N, "stochastic", rng, block_size, "blocked", dead)
+    w0, H, lam_used, dead_mask, perm = loop.start(xp, w, X, grid, lam=lam, percdamp=percdamp, dead=dead,
+                                                  order=order, rng=rng)
+    F = loop.factor(xp, loop.permute(xp, H, perm), lam_used, method="blocked")  # once for every batch
+    del H
 
     outs = []
     for r0 in range(0, trials, batch_rows):
         b = min(batch_rows, trials - r0)
         Wb = xp.asarray(xp.broadcast_to(w0, (b, N)), copy=True)
-        outs.append(run_columns(xp, Wb, H, lam_used, perm, _grid_for_rows(xp, grid, b), rounding="stochastic",
-                                rng=rng, block_size=block_size, method="blocked", W_fit=Wb, W_static=Wb, U=U))
+        cols = loop.run_columns(xp, Wb, F, perm, _grid_for_rows(xp, grid, b), rounding="stochastic", rng=rng,
+                                block_size=block_size, W_fit=Wb, W_static=Wb)
+        outs.append(loop.unpermute(xp, cols, perm))
     cat = (lambda k: outs[0][k]) if len(outs) == 1 else (lambda k: xp.concat([o[k] for o in outs], axis=0))
     alpha = Alphabet(scale=_cat_alpha(xp, outs, "scale"), zero=_cat_alpha(xp, outs, "zero"),
                      qmin=outs[0]["alphabet"].qmin, qmax=outs[0]["alphabet"].qmax)

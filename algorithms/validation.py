@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._backend import namespace
+from ._backend import dtype_name, namespace
 
 __all__ = [
     "check_matrix",
@@ -18,10 +18,6 @@ __all__ = [
 _FLOAT_NAMES = ("float32", "float64")
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).split(".")[-1]
-
-
 def check_matrix(name: str, A, *, allow_empty: bool = False):
     """``A`` must be a 2-D float32/float64 array with finite entries."""
     if not hasattr(A, "shape") or not hasattr(A, "dtype"):
@@ -31,7 +27,7 @@ def check_matrix(name: str, A, *, allow_empty: bool = False):
         )
     if len(A.shape) != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(A.shape)}")
-    dt = _dtype_name(A.dtype)
+    dt = dtype_name(A.dtype)
     if dt not in _FLOAT_NAMES:
         if "complex" in dt:
             raise TypeError(f"{name} has complex dtype {dt}; quantization needs real float32 or float64")

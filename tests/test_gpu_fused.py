@@ -30,7 +30,7 @@ from algorithms import fused_gpu
 from conftest import cupy_ready
 from test_gpu_loop import GRIDS, assert_same_run, make_layer
 
-optq_mod = importlib.import_module("algorithms.optq")
+loop_mod = importlib.import_module("algorithms.loop")
 
 
 
@@ -127,7 +127,7 @@ def _host_runner(libs, broadcast_rows=False):
     source compiled for the CPU. ``broadcast_rows``: hand the driver per-row grids as one row
     vector broadcast over the columns (stride 0), as a leaner ColumnGrid could."""
 
-    def run_blocked(xp, Wp, M, cg, Qp, Cp, *, rounding, rng, first, block_size):
+    def run_blocked(xp, Wp, M, cg, Qp, Cp, *, rounding, rng, first, bounds):
         lib = libs[str(Wp.dtype)]
         keep = []
         if broadcast_rows and not cg.lazy and not getattr(cg.grid, "static_groups", False):
@@ -149,7 +149,7 @@ def _host_runner(libs, broadcast_rows=False):
         from algorithms._backend import uniforms
 
         return fused_gpu.drive(np, launch, Wp, M, cg, Qp, Cp, rounding=rounding, rng=rng, first=first,
-                               block_size=block_size,
+                               bounds=bounds,
                                host_uniforms=lambda shape: uniforms(xp, rng, shape, like=Wp))
 
     return run_blocked
@@ -157,7 +157,7 @@ def _host_runner(libs, broadcast_rows=False):
 
 @pytest.fixture
 def emulated(host_kernels, monkeypatch):
-    """Route run_columns' fused branch, for NumPy inputs, to the CPU-compiled kernel."""
+    """Route loop.run_columns' fused branch, for NumPy inputs, to the CPU-compiled kernel."""
     monkeypatch.setattr(fused_gpu, "wanted", lambda xp, fused, dtype, cg=None: fused is not False
                         and fused_gpu.supported(cg, dtype) is None)
     monkeypatch.setattr(fused_gpu, "run_blocked", _host_runner(host_kernels))
@@ -251,7 +251,7 @@ def test_emulated_counter_rng_is_splitmix(emulated, dtype):
         U = splitmix_uniforms(seed, N, n)
         with emulated.context() as mp:
             mp.setattr(fused_gpu, "wanted", lambda *a, **k: False)
-            mp.setattr(optq_mod, "uniforms", lambda xp, rng, shape, like: U)
+            mp.setattr(loop_mod, "uniforms", lambda xp, rng, shape, like: U)
             ref = optq(W, X, grid=grid, lam=0.5, rounding="stochastic", rng=np.random.default_rng(0))
         assert_same_run(ref, res, uniforms=U)
 
@@ -398,7 +398,7 @@ def test_gpu_counter_rng_is_splitmix(monkeypatch):
     res = optq(cupy.asarray(W), cupy.asarray(X), grid=Grid.gptq(4, group_size=32), lam=0.5,
                rounding="stochastic", rng=np.random.default_rng(21))
     U = splitmix_uniforms(fused_gpu.seed_from_rng(np.random.default_rng(21)), N, n)
-    monkeypatch.setattr(optq_mod, "uniforms", lambda xp, rng, shape, like: U)
+    monkeypatch.setattr(loop_mod, "uniforms", lambda xp, rng, shape, like: U)
     ref = optq(W, X, grid=Grid.gptq(4, group_size=32), lam=0.5, rounding="stochastic",
                rng=np.random.default_rng(0))
     assert_same_run(ref, res, uniforms=U)

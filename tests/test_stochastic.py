@@ -16,7 +16,7 @@ from scipy.stats import binomtest
 
 import algorithms as A
 
-optq_module = importlib.import_module("algorithms.optq")
+loop_module = importlib.import_module("algorithms.loop")
 
 ALPHA = 1e-6  # false-alarm rate of each statistical test in this file
 R = 20_000  # trials (rows)
@@ -121,12 +121,12 @@ def test_nearest_rounding_ignores_rng():
 
 def test_the_statistics_reject_a_biased_rounding(monkeypatch):
     """Power: rounding up with probability frac + 0.05 is rejected by both tests above."""
-    real = optq_module.uniforms
+    real = loop_module.uniforms
 
     def biased(xp, rng, shape, like):
         return np.clip(real(xp, rng, shape, like=like) - 0.05, 0.0, 1.0)
 
-    monkeypatch.setattr(optq_module, "uniforms", biased)
+    monkeypatch.setattr(loop_module, "uniforms", biased)
     X, w = _layer(N=16)
     delta = 0.1
     w[0] = 3.3 * delta

@@ -148,3 +148,70 @@ def test_recommend_lambda_errors_and_p1():
     Xw = rng.standard_normal((4, 12))
     scan = L.recommend_lambda(Xw, W, delta=0.05, K=10**6, lams=[0.0, 0.1, 1.0])
     assert np.isnan(scan.K_t3[0]) and scan.recommended == 0.1
+
+
+# -------------------------------------------------------------------------------------------------
+# one definition of "decreasing": theory's order is the order algorithms.optq runs
+# -------------------------------------------------------------------------------------------------
+def _dead_and_tied_X(m, N, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, N)) * rng.uniform(0.5, 2.0, N)
+    X[:, 1] = 0.0                  # dead features: GPTQ's diagonal puts them at m/2, not last
+    X[:, N - 2] = 0.0
+    X[:, 4] = X[:, 0]              # exact duplicates: tied norms, broken by the lower index
+    X[:, 7] = -X[:, 0]
+    X[:, 5] = X[:, 3]
+    X[:, 6] = np.sqrt(m / 2.0 / m)  # ‖X_6‖² = m/2: tied with the dead features' value
+    X[:, 8] *= 0.05                 # a weak live feature, below the dead features' m/2
+    return X.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("m, N", [(40, 12), (6, 16)])
+def test_theory_orders_are_the_orders_optq_runs(dtype, m, N):
+    X = _dead_and_tied_X(m, N, dtype, seed=m + N)
+    W = np.random.default_rng(1).standard_normal((3, N)).astype(dtype)
+    grid = A.Grid.integers(0.1)
+    for kind in ("decreasing", "increasing"):
+        for dead in ("zero", "keep"):
+            ran = np.asarray(A.optq(W, X, grid=grid, lam=0.5, order=kind, dead=dead).order)
+            np.testing.assert_array_equal(qt.resolve_order(kind, N, X, dead=dead), ran)
+            np.testing.assert_array_equal(O.order_for(X, kind, dead=dead), ran)
+        # the defaults describe optq's default (dead="zero")
+        ran = np.asarray(A.optq(W, X, grid=grid, lam=0.5, order=kind).order)
+        np.testing.assert_array_equal(qt.resolve_order(kind, N, X), ran)
+        assert O.compare_orders(X, 0.5, kinds=(kind,))[kind].order == tuple(int(i) for i in ran)
+        np.testing.assert_allclose(qt.c(X, 0.5, kind), qt.c(X, 0.5, ran), rtol=0, atol=0)
+        # Qronos sorts X̃ with its dead features kept (at 0); c_tilde names the same order
+        rq = A.qronos(W, X, X, grid=grid, lam=0.5, order=kind)
+        np.testing.assert_array_equal(qt.resolve_order(kind, N, X, dead="keep"), np.asarray(rq.order))
+        np.testing.assert_array_equal(qt.c_tilde(X, 0.5, kind), qt.c(X, 0.5, np.asarray(rq.order)))
+    # not vacuous: on this X the two dead-feature conventions give different orders, and sorting by
+    # ‖X_t‖² alone (theory's former definition) is not what optq runs
+    zero, keep = (qt.resolve_order("decreasing", N, X, dead=d) for d in ("zero", "keep"))
+    assert not np.array_equal(zero, keep)
+    plain = np.argsort(-np.sum(X.astype(np.float64) ** 2, axis=0), kind="stable")
+    assert not np.array_equal(plain, np.asarray(A.optq(W, X, grid=grid, lam=0.5, order="decreasing").order))
+
+
+def test_named_order_quantities_line_up_with_optqs_errors():
+    """Per-position quantities of a named order pair with the errors of optq run in that order: the
+    exact identity ‖X(w0 − q)‖² + λ‖w0 − q‖² = Σ_t e_t² c_t holds with c(X, λ, "decreasing")."""
+    X = _dead_and_tied_X(40, 12, "float64", seed=3)
+    W = np.random.default_rng(2).uniform(-0.5, 0.5, (4, 12))
+    lam = 0.5
+    r = A.optq(W, X, grid=A.Grid.integers(0.1), lam=lam, order="decreasing")
+    D = np.asarray(r.W0) - np.asarray(r.Q)
+    lhs = np.sum((X @ D.T) ** 2, axis=0) + lam * np.sum(D ** 2, axis=1)
+    E = np.asarray(r.errors)
+    np.testing.assert_allclose(E ** 2 @ qt.c(X, lam, "decreasing"), lhs, rtol=1e-10)
+    # sorting by ‖X_t‖² alone moves the dead features and shifts the live ones: the pairing breaks
+    plain = np.argsort(-np.sum(X ** 2, axis=0), kind="stable")
+    assert not np.allclose(E ** 2 @ qt.c(X, lam, plain), lhs, rtol=1e-6)
+    # recommend_lambda(order="decreasing") scans the order optq runs (its numbers are sums and maxima
+    # over positions, which dead features, decoupled in H_λ, do not change)
+    lams = [0.01, 0.1, 1.0, 10.0]
+    by_name = L.recommend_lambda(X, W, delta=0.05, K=1000, order="decreasing", lams=lams)
+    by_perm = L.recommend_lambda(X, W, delta=0.05, K=1000, order=np.asarray(r.order), lams=lams)
+    for f in ("l2_rows", "K_t3", "K_p1"):
+        np.testing.assert_array_equal(getattr(by_name, f), getattr(by_perm, f))

@@ -81,7 +81,9 @@ def recommend_lambda(X, W, *, delta, K, order="natural", eta: float = 0.05, lams
     condition (SPEC L1).
 
     For every λ of ``lams`` (default :func:`default_lams`) the exact ``c_t`` and drift ``B`` are
-    computed (one Cholesky each) in ``order``, and:
+    computed (one Cholesky each) in ``order`` (a named order as ``algorithms.optq`` runs it with its
+    default ``dead="zero"``, :func:`theory.quantities.order_key`; or a permutation such as a result's
+    ``order``), and:
 
     * the T1 bound ``(δ/2)·√(Σ_t c_t)`` per row;
     * T3 (stochastic rounding): ``K ≥ ‖w‖∞/δ + (s/δ)·max_t ‖B_{:,t}‖₂·√(2 log(2N/η))`` (``s²`` the

@@ -33,16 +33,18 @@ COUNTEREXAMPLE_X = np.array([[2.0, 3.0, 2.0], [-1.0, -3.0, 3.0]])
 COUNTEREXAMPLE_LAM = 0.1
 
 
-def order_for(X, kind: str, *, rng=None) -> np.ndarray:
-    """The permutation for ``kind`` (``natural``, ``decreasing``/``increasing`` by ``‖X_t‖²`` with a
-    stable sort, or ``random`` from ``rng``)."""
+def order_for(X, kind: str, *, rng=None, dead: str = "zero") -> np.ndarray:
+    """The permutation for ``kind``, as ``algorithms.optq(order=kind, dead=dead)`` runs it:
+    ``natural``, ``decreasing``/``increasing`` by GPTQ's diagonal (``‖X_t‖²``, dead features at
+    ``m/2`` with ``dead="zero"``; :func:`theory.quantities.order_key`) with a stable sort, or
+    ``random`` from ``rng``."""
     X = as64(X)
     N = X.shape[1]
     if kind == "random":
         if rng is None:
             raise ValueError("order 'random' needs rng=numpy.random.default_rng(seed)")
         return rng.permutation(N).astype(np.int64)
-    return resolve_order(kind, N, X)
+    return resolve_order(kind, N, X, dead=dead)
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,11 @@ def best_order(X, lam, *, objective: str = "sum", max_N: int = 8) -> OrderStats:
     return best[1]
 
 
-def compare_orders(X, lam, *, kinds=ORDER_KINDS, rng=None, brute_force: bool | None = None, max_N: int = 8) -> dict:
-    """``{name: OrderStats}`` for the order kinds (``random`` needs ``rng``), plus ``"best (sum)"`` and
-    ``"best (max)"`` by brute force when ``N ≤ max_N`` (or ``brute_force=True``), and
+def compare_orders(X, lam, *, kinds=ORDER_KINDS, rng=None, brute_force: bool | None = None, max_N: int = 8,
+                   dead: str = "zero") -> dict:
+    """``{name: OrderStats}`` for the order kinds (``random`` needs ``rng``; each kind as
+    ``algorithms.optq(order=kind, dead=dead)`` runs it, see :func:`order_for`), plus ``"best (sum)"``
+    and ``"best (max)"`` by brute force when ``N ≤ max_N`` (or ``brute_force=True``), and
     ``"amgm floor"`` (``N·det^{1/N}``, a lower bound on ``Σ c_t`` for every order)."""
     X = as64(X)
     N = X.shape[1]
@@ -90,7 +94,7 @@ def compare_orders(X, lam, *, kinds=ORDER_KINDS, rng=None, brute_force: bool | N
     for k in kinds:
         if k == "random" and rng is None:
             continue
-        out[k] = order_stats(X, lam, order_for(X, k, rng=rng), name=k)
+        out[k] = order_stats(X, lam, order_for(X, k, rng=rng, dead=dead), name=k)
     if brute_force or (brute_force is None and N <= max_N):
         out["best (sum)"] = best_order(X, lam, objective="sum", max_N=max(max_N, N))
         out["best (max)"] = best_order(X, lam, objective="max", max_N=max(max_N, N))

@@ -3,6 +3,9 @@
 Notation. ``X`` is ``m × N`` (rows = samples), ``λ ≥ 0``, ``H_λ = XᵀX + λI`` and
 ``X_λ = [X; √λ I]`` (so ``X_λᵀX_λ = H_λ``). An order ``π`` lists the features in processing order;
 every vector indexed by ``t`` below is in **processing order** (``t = 0`` is feature ``π[0]``).
+A named order (``"decreasing"``/``"increasing"``) is the one ``algorithms.optq`` runs
+(:func:`order_key`: GPTQ's diagonal, dead features at ``m/2``), whatever convention ``dead`` the
+``H_λ`` of a function uses; :func:`c_tilde` sorts ``X̃`` as Qronos does.
 
 * ``c_t = 1/U_tt²`` where ``H_λ⁻¹ = UᵀU`` (``U`` upper triangular, processing order). Equivalently
   the Schur complement of the trailing block, ``c_t = H_tt − H_{t,>t} H_{>t,>t}⁻¹ H_{>t,t}``, and
@@ -43,6 +46,7 @@ from ._array import as64
 
 __all__ = [
     "resolve_order",
+    "order_key",
     "dead_features",
     "hessian",
     "Factor",
@@ -91,11 +95,34 @@ def _check_dead(dead):
     return dead
 
 
-def resolve_order(order, N: int, X=None) -> np.ndarray:
+def order_key(X, *, dead: str = "zero") -> np.ndarray:
+    """The diagonal that ``"decreasing"``/``"increasing"`` sort by: ``‖X_t‖²`` (float64), and, with
+    ``dead="zero"``, GPTQ's dead-feature value ``m/2`` (its "1" of ``(2/m)XᵀX``) where ``‖X_t‖² = 0``
+    (GPTQ's test; it differs from "the column is identically zero" only where squares underflow).
+
+    This is the definition :func:`algorithms.optq` runs (it sorts by the undamped diagonal of its
+    Hessian after the dead-feature fix; ``dead="keep"`` leaves the dead diagonal at 0, as
+    ``optq(dead="keep")`` and Qronos on ``X̃`` do). Written here on its own (``theory`` does not
+    import ``algorithms``); a test checks that both give the same permutation. The algorithms
+    compute the diagonal in the data's dtype, so features whose norms agree only to within that
+    dtype's rounding (and are not exact duplicates) may be ordered differently by the two.
+    """
+    _check_dead(dead)
+    X = as64(X)
+    d = np.sum(X**2, axis=0)
+    if dead == "zero":
+        d = np.where(d == 0, X.shape[0] / 2.0, d)
+    return d
+
+
+def resolve_order(order, N: int, X=None, *, dead: str = "zero") -> np.ndarray:
     """The permutation ``π`` (int64, ``π[t]`` = feature processed at position ``t``).
 
-    ``order``: ``None``/``"natural"``, ``"decreasing"``/``"increasing"`` (by ``‖X_t‖²``, stable
-    sort, ties by lower index; needs ``X``) or an explicit permutation of ``range(N)``.
+    ``order``: ``None``/``"natural"``, ``"decreasing"``/``"increasing"`` (by :func:`order_key` of
+    ``X`` with the dead-feature convention ``dead``, stable sort, ties by lower index; needs ``X``) or
+    an explicit permutation of ``range(N)``. The default ``dead="zero"`` is the order
+    ``algorithms.optq(order=...)`` runs with its default ``dead="zero"``; Qronos sorts ``X̃`` with
+    ``dead="keep"`` (:func:`c_tilde` does).
     """
     if order is None or (isinstance(order, str) and order == "natural"):
         return np.arange(N, dtype=np.int64)
@@ -104,7 +131,7 @@ def resolve_order(order, N: int, X=None) -> np.ndarray:
             raise ValueError(f"order must be 'natural', 'decreasing', 'increasing' or a permutation, got {order!r}")
         if X is None:
             raise ValueError(f"order={order!r} needs X to sort by column norms")
-        d = np.sum(as64(X) ** 2, axis=0)
+        d = order_key(X, dead=dead)
         return np.argsort(-d if order == "decreasing" else d, kind="stable").astype(np.int64)
     p = np.asarray(as64(order) if not np.issubdtype(np.asarray(order).dtype, np.integer) else order)
     if p.ndim != 1 or p.shape[0] != N:
@@ -303,8 +330,10 @@ def rho2(W, X, X_tilde, lam, *, W_hat=None) -> np.ndarray:
 
 
 def c_tilde(X_tilde, lam, order=None) -> np.ndarray:
-    """``c̃_t``: :func:`c` of the mismatched inputs ``X̃`` (dead features kept, as Qronos does)."""
-    return c(X_tilde, lam, order, dead="keep")
+    """``c̃_t``: :func:`c` of the mismatched inputs ``X̃`` (dead features kept, as Qronos does; a
+    string ``order`` sorts ``X̃`` as Qronos does, dead features at 0)."""
+    X_tilde = _check_X(X_tilde, "X_tilde")
+    return c(X_tilde, lam, resolve_order(order, X_tilde.shape[1], X_tilde, dead="keep"), dead="keep")
 
 
 def y1(W, X, X_tilde, f: int) -> np.ndarray:

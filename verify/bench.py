@@ -440,14 +440,17 @@ def _reference(ref, case, block_size):
 
 
 def _optq_from_hessian(dev, W, H, lam, diagH, case, rng_seed, block_size):
-    from algorithms.optq import run_columns
+    from algorithms import loop
     from algorithms.ordering import resolve_order
 
     grid, order, rounding = _case_spec(case, W.shape[1])
     rng = np.random.default_rng(rng_seed)
-    perm = resolve_order(dev.xp, order, diagH, W.shape[1], rng=rng, device=getattr(W, "device", None))
-    return run_columns(dev.xp, W, H, lam, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
-                       method="blocked", W_fit=W, W_static=W)
+    xp = dev.xp
+    perm = resolve_order(xp, order, diagH, W.shape[1], rng=rng, device=getattr(W, "device", None))
+    F = loop.factor(xp, loop.permute(xp, H, perm), lam, method="blocked")
+    cols = loop.run_columns(xp, W, F, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
+                            W_fit=W, W_static=W)
+    return loop.unpermute(xp, cols, perm)
 
 
 def _median(ts):
@@ -518,7 +521,7 @@ def run(args) -> int:
                    "samples": args.samples or "N", "bits": 4, "percdamp": 0.01, "seed": args.seed,
                    "cases": cases, "statistic": "median seconds"},
         "definitions": {
-            "optq": "algorithms.optq.run_columns from the damped Hessian (order, permutation, Cholesky + "
+            "optq": "algorithms.loop from the damped Hessian (order, permutation, Cholesky + "
                     "triangular inverse, column loop, result fields); H = XᵀX untimed",
             "floor": FLOOR_DEFINITION,
             "ratio": "optq median / floor total (cpu_ratio_to_floor: the same with process CPU seconds)",
