@@ -86,6 +86,7 @@ import numpy as np
 import scipy.linalg
 
 from .data import FAMILIES
+from .refgrid import minmax_fit
 
 __all__ = ["KINDS", "FAMILIES", "GRIDS", "LayerBank", "ORDERS", "PRECISIONS", "CONTRACT", "Decline", "declare",
            "AuditCase", "CaseOutcome", "AuditReport", "load_quantizer", "implied_run",
@@ -208,27 +209,6 @@ def _order(order, D, N, dead="keep", d=None):
     return np.argsort(-d if order == "decreasing" else d, kind="stable")
 
 
-def _minmax(B, grid):
-    """GPTQ's min/max scale and zero point of the block ``B`` (``n × k``), per row (or per tensor)."""
-    if grid.perchannel:
-        bmin, bmax = B.min(axis=1), B.max(axis=1)
-    else:
-        bmin = np.full(B.shape[0], B.min())
-        bmax = np.full(B.shape[0], B.max())
-    xmin = np.minimum(bmin, 0.0)
-    xmax = np.maximum(bmax, 0.0)
-    maxq = float(2 ** grid.bits - 1)
-    if grid.sym:
-        xmax = np.maximum(np.abs(xmin), xmax)
-        xmin = np.where(xmin < 0, -xmax, xmin)
-    both0 = (xmin == 0) & (xmax == 0)
-    xmin = np.where(both0, -1.0, xmin)
-    xmax = np.where(both0, 1.0, xmax)
-    scale = (xmax - xmin) / maxq
-    zero = np.full_like(scale, (maxq + 1) / 2) if grid.sym else np.round(-xmin / scale)
-    return scale, zero
-
-
 def _host(a):
     if a is None:
         return None
@@ -261,19 +241,19 @@ def _alphabet(grid, W_fit, W_static, w0_p, E, Mm, perm, Qp=None, snap=0.0):
         return np.broadcast_to(d, (n, N)).astype(np.float64), np.zeros((n, N)), qmin, qmax
     qmin, qmax = 0, 2 ** grid.bits - 1
     if not grid.group_size:
-        s, z = _minmax(np.asarray(W_fit, dtype=np.float64), grid)
+        s, z = minmax_fit(np.asarray(W_fit, dtype=np.float64), grid)
         return np.repeat(s[:, None], N, axis=1), np.repeat(z[:, None], N, axis=1), qmin, qmax
     g = grid.group_size
     S = np.zeros((n, N))
     Z = np.zeros((n, N))
     if grid.static_groups:
         for j in range(0, N, g):
-            s, z = _minmax(np.asarray(W_static[:, j:j + g], dtype=np.float64), grid)
+            s, z = minmax_fit(np.asarray(W_static[:, j:j + g], dtype=np.float64), grid)
             S[:, j:j + g], Z[:, j:j + g] = s[:, None], z[:, None]
         return S, Z, qmin, qmax
     for t0 in range(0, N, g):  # processing order
         cur = w0_p[:, t0:t0 + g] - E[:, :t0] @ Mm[:t0, t0:t0 + g]
-        s, z = _minmax(cur, grid)
+        s, z = minmax_fit(cur, grid)
         if Qp is not None and snap > 0:
             s = _snap_steps(Qp[:, t0:t0 + g], s, snap)
         S[:, t0:t0 + g], Z[:, t0:t0 + g] = s[:, None], z[:, None]

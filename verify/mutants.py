@@ -28,20 +28,20 @@ from functools import partial
 
 import numpy as np
 
+from .refgrid import minmax_fit
+
 __all__ = ["MUTANTS", "CORRECT", "reference_loop"]
 
 
 def _levels(grid, W):
     """Per-row (or per-entry) step/zero/range of a grid for the plain loop (symmetric and GPTQ)."""
-    from algorithms.grids import fit_minmax
-
     if grid.kind == "symmetric":
         d = np.asarray(grid.delta, dtype=np.float64)
         d = np.broadcast_to(d.reshape(-1, 1) if d.ndim else d, (W.shape[0], 1))[:, 0]
         lo, hi = grid.int_range()
         return d, np.zeros(W.shape[0]), lo, hi
-    s, z = fit_minmax(np, W, grid)
-    return np.asarray(s), np.asarray(z), 0, grid.maxq
+    s, z = minmax_fit(W, grid)
+    return s, z, 0, grid.maxq
 
 
 def _round(z, s, zp, lo, hi, u=None, bias=0.0):
@@ -85,13 +85,11 @@ def reference_loop(W, X, *, grid, lam, rng=None, order="natural", rounding="near
     S = np.repeat(s_row[:, None], N, axis=1)
     Zp = np.repeat(z_row[:, None], N, axis=1)
     if g and grid.static_groups:
-        from algorithms.grids import fit_minmax
-
         W0 = np.asarray(W, dtype=np.float64).copy()
         W0[:, dead] = 0.0
         for j in range(0, N, g):
-            s, z = fit_minmax(np, W0[:, j:j + g], grid)
-            S[:, j:j + g], Zp[:, j:j + g] = np.asarray(s)[:, None], np.asarray(z)[:, None]
+            s, z = minmax_fit(W0[:, j:j + g], grid)
+            S[:, j:j + g], Zp[:, j:j + g] = s[:, None], z[:, None]
         S, Zp = S[:, perm], Zp[:, perm]
     W_orig_p = np.asarray(W, dtype=np.float64)[:, perm]
     U_draw = rng.random((N, n)) if rounding == "stochastic" else None
@@ -104,11 +102,9 @@ def reference_loop(W, X, *, grid, lam, rng=None, order="natural", rounding="near
         E = np.zeros((n, i2 - i1))
         for t in range(i1, i2):
             if g and not grid.static_groups and t % g == 0:
-                from algorithms.grids import fit_minmax
-
                 src = W_orig_p if bug == "group_scales_original" else w
-                s, z = fit_minmax(np, src[:, t:t + g], grid)
-                S[:, t:t + g], Zp[:, t:t + g] = np.asarray(s)[:, None], np.asarray(z)[:, None]
+                s, z = minmax_fit(src[:, t:t + g], grid)
+                S[:, t:t + g], Zp[:, t:t + g] = s[:, None], z[:, None]
             val = first if (t == 0 and first is not None) else w[:, t]
             q = _round(val, S[:, t], Zp[:, t], lo, hi, None if U_draw is None else U_draw[t], bias)
             Q[:, t] = q
