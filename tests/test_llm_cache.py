@@ -116,6 +116,16 @@ def test_partial_and_corrupt_files_are_never_read(model, tmp_path, monkeypatch):
     other = dict(a.key, n_tokens=12345)
     assert C.load_npz(path, other) is None
 
+    # a file written by other code (another fingerprint of algorithms/ and the forward pass) is a miss
+    # for the producers, and is recomputed; a reader that checks the content itself may still read it
+    assert C.load_npz(path, a.key)[1]["producer"] == C.producer_fingerprint()
+    monkeypatch.setattr(C, "producer_fingerprint", lambda: "other-code")
+    assert C.load_npz(path, a.key) is None
+    assert C.load_npz(path, a.key, producer=False) is not None
+    d = C.cached_inputs(model, layers=layers, cache_dir=tmp_path, **KW)["blk.0.attn_output"]
+    assert not d.from_cache and np.array_equal(d["X"], ref["X"])
+    assert C.cached_inputs(model, layers=layers, cache_dir=tmp_path, **KW)["blk.0.attn_output"].from_cache
+
 
 def test_sequential_cache(model, tmp_path):
     from verify.llm.cache import cached_sequential

@@ -53,8 +53,11 @@ def smollm2_bank(path=None, layers=REAL_LAYERS, *, progress: bool = False):
 
     path = Path(BANK_PATH if path is None else path)
     model = load_model(DEFAULT_MODEL)
+    from .llm.cache import producer_fingerprint
+
     identity = {k: v for k, v in dict(model.identity).items() if k != "path"}  # not machine-specific
     meta = {"model": DEFAULT_MODEL, "model_identity": identity, "layers": list(layers),
+            "producer": producer_fingerprint(),  # the code that captured X and X̃: other code rebuilds the bank
             "tokens": DEFAULT_TOKENS, "text": DEFAULT_SOURCE, "x_tilde_from": SEQUENTIAL_QUANTIZER,
             "slice": LayerBank.SLICE}
     if path.is_file():

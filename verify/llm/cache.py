@@ -46,6 +46,7 @@ __all__ = [
     "cache_path",
     "save_npz_atomic",
     "load_npz",
+    "producer_fingerprint",
     "cached_inputs",
     "cached_sequential",
     "sequential_key",
@@ -85,21 +86,45 @@ def cache_path(cache_dir: Path, key: dict) -> Path:
     )
 
 
+#: the source files whose code produces a capture: the forward pass, the text and tokens, the model
+#: reader, and the algorithms that quantize the earlier layers (for ``X̃``)
+_PRODUCER_FILES = ("algorithms/*.py", "verify/llm/capture.py", "verify/llm/forward.py", "verify/llm/gguf_model.py",
+                   "verify/llm/tokenizer.py", "verify/llm/textsource.py", "verify/llm/cache.py")
+
+
+def producer_fingerprint() -> str:
+    """SHA-256 (16 hex digits) of the code that produces a capture (:data:`_PRODUCER_FILES`). Every
+    cache file records it, and a file written by other code is a miss: a change in ``algorithms/``
+    (which quantizes the earlier layers, hence ``X̃``) or in the forward pass never reuses stale
+    captures, with no tag to bump by hand."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for pattern in _PRODUCER_FILES:
+        for f in sorted(root.glob(pattern)):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], key: dict, extra: dict | None = None) -> None:
-    """Write ``arrays`` (+ JSON ``key`` and ``extra``) to ``path`` atomically."""
+    """Write ``arrays`` (+ JSON ``key`` and ``extra``, with the :func:`producer_fingerprint`) to
+    ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(arrays)
     payload["__key__"] = np.array(json.dumps(key, sort_keys=True))
-    payload["__extra__"] = np.array(json.dumps(extra or {}, sort_keys=True, default=str))
+    extra = dict(extra or {}, producer=producer_fingerprint())
+    payload["__extra__"] = np.array(json.dumps(extra, sort_keys=True, default=str))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **payload)
 
 
-def load_npz(path: Path, key: dict) -> tuple[dict[str, np.ndarray], dict] | None:
+def load_npz(path: Path, key: dict, *, producer: bool = True) -> tuple[dict[str, np.ndarray], dict] | None:
     """Arrays and extra metadata of a cache file, or ``None`` on any miss.
 
     Missing, truncated or unreadable files and files whose stored key differs
-    from ``key`` are misses.
+    from ``key`` are misses; with ``producer`` (the default) so are files
+    written by other code than this (:func:`producer_fingerprint`). A reader
+    that checks the content itself (a campaign cell checks the data's SHA-256)
+    passes ``producer=False``.
     """
     if not path.is_file():
         return None
@@ -109,6 +134,8 @@ def load_npz(path: Path, key: dict) -> tuple[dict[str, np.ndarray], dict] | None
             if stored != json.loads(json.dumps(key, sort_keys=True)):
                 return None
             extra = json.loads(str(z["__extra__"]))
+            if producer and extra.get("producer") != producer_fingerprint():
+                return None
             arrays = {k: z[k] for k in z.files if not k.startswith("__")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
         return None

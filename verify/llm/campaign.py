@@ -448,7 +448,7 @@ def load_layer_data(cfg: dict, rng=None, *, cache_dir=None):
     key = llm["data"]
     cdir = resolve_cache_dir(cache_dir)
     path = cache_path(cdir, key)
-    hit = load_npz(path, key)
+    hit = load_npz(path, key, producer=False)  # the data's SHA-256 is checked below
     if hit is None:
         raise FileNotFoundError(
             f"real-llm: captured inputs of layer {llm['layer']!r} are not in the cache ({path}; cache directory "
