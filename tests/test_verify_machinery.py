@@ -65,8 +65,10 @@ def test_a_cell_is_a_pure_function_of_config_and_seed():
 
 
 def test_a_failing_cell_is_recorded_not_raised(tmp_path):
-    cell = Cell("bad", dict(family="tall", m=8, N=4, n=2, algorithm="optq", grid={"kind": "nope"}, lam_rel=0.1))
-    rec = run_cell(cell.key, cell.study, cell.config, 1, alpha=1e-3, eta=0.05)
+    cfg = dict(family="tall", m=8, N=4, n=2, algorithm="optq", grid={"kind": "nope"}, lam_rel=0.1)
+    with pytest.raises(ValueError, match="grid kind"):  # a campaign cannot even be made of it
+        Cell("bad", cfg)
+    rec = run_cell("bad:0", "bad", cfg, 1, alpha=1e-3, eta=0.05)  # and a worker given it records the failure
     assert rec["status"] == "error" and "unknown grid kind" in rec["error"]
 
 

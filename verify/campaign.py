@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import CellConfig
 from .sources import load_layer
 
 __all__ = ["Cell", "Campaign", "run_cell", "cell_seed", "make_grid", "make_layer"]
@@ -45,6 +46,16 @@ class Cell:
 
     study: str
     config: dict
+
+    def __post_init__(self):
+        if not isinstance(self.study, str) or not self.study:
+            raise ValueError(f"a cell's study must be a non-empty string, got {self.study!r}")
+        CellConfig.from_dict(self.config)  # unknown keys and wrong types are errors (verify.config)
+
+    @property
+    def typed(self) -> CellConfig:
+        """The typed view of the configuration (:class:`verify.config.CellConfig`)."""
+        return CellConfig.from_dict(self.config)
 
     @property
     def key(self) -> str:
