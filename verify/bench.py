@@ -491,22 +491,17 @@ def run(args) -> int:
     mc_trials = args.mc_trials if args.mc_trials is not None else (256 if args.quick else (65536 if gpu else 2048))
     mc_batch = args.mc_batch or (16384 if gpu else 2048)
 
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
+    from tqdm.auto import tqdm
     ref_cases = [] if args.no_reference else [c for c in cases if c in REFERENCE_CASES]
     tasks = len(shapes) * ((0 if args.no_floor else 1) + len(cases) + len(ref_cases)
                            + (0 if args.no_memory else 1)) + (1 if mc_trials else 0)
-    bar = tqdm(total=tasks, desc="bench", disable=args.no_progress or tqdm is None, file=sys.stderr) if tqdm else None
+    bar = tqdm(total=tasks, desc="bench", disable=args.no_progress, file=sys.stderr)
 
     def step(label):
-        if bar is not None:
-            bar.set_postfix_str(label)
+        bar.set_postfix_str(label)
 
     def done():
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
     record = {
         "schema": "ptq-bounds-bench/1",
@@ -626,8 +621,7 @@ def run(args) -> int:
         record["monte_carlo"] = _monte_carlo(dev, mc_n, mc_trials, mc_batch, dtype, args.seed, repeats, warmup,
                                              args.block_size)
         done()
-    if bar is not None:
-        bar.close()
+    bar.close()
     record["host"]["load_avg_after"] = _load()
 
     print(f"ptq-bounds bench on {record['device']['name']} ({dev.kind}, {os.cpu_count()} cores), {args.dtype}, "

@@ -36,7 +36,6 @@ from .._atomic import atomic_path
 __all__ = [
     "MODEL_SOURCES",
     "ModelSource",
-    "LlamaConfig",
     "ModelConfig",
     "SUPPORTED_ARCHITECTURES",
     "LinearLayer",
@@ -292,9 +291,6 @@ class ModelConfig:
             return self.rope_theta_local
         return self.rope_theta
 
-
-#: Backwards-compatible name.
-LlamaConfig = ModelConfig
 
 
 @dataclass(frozen=True)
