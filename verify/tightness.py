@@ -51,9 +51,10 @@ from theory import exact as EX
 __all__ = ["TARGETS", "DEFAULT_SIZES", "DEFAULT_BUDGET", "Target", "search", "search_claim", "evaluate",
            "decode", "save_case", "load_case", "replay_case", "summary_markdown", "check_claims"]
 
-DEFAULT_BUDGET = 2400  # objective evaluations per claim (deterministic); stochastic claims get a third
+DEFAULT_BUDGET = 2400  # objective evaluations per claim (deterministic); stochastic claims get a quarter
 DEFAULT_SIZES = ((1, 1), (2, 2), (3, 3), (4, 4), (6, 6))  # (N, m)
-DEFAULT_TRIALS = 200  # trials per stochastic evaluation during the search
+DEFAULT_TRIALS = 300  # trials per stochastic evaluation during the search
+Z_SEARCH = 2.0  # the search's quantile level is lowered by this many binomial standard errors (see evaluate)
 FINAL_TRIALS = 4000  # trials of the final stochastic evaluation
 ETA = 0.05
 X_BOUND, E_BOUND, W_BOUND, LOGLAM = 2.0, 1.0, 4.0, (-3.0, 1.0)
@@ -175,9 +176,14 @@ def _quantize(target: Target, case: dict, W, rng):
     return theory.Run.from_result(r, case["X"], X_tilde=case["X_tilde"], W=W)
 
 
-def evaluate(target: Target, case: dict, *, trials: int = DEFAULT_TRIALS, seed: int = 0, eta: float = ETA) -> dict:
+def evaluate(target: Target, case: dict, *, trials: int = DEFAULT_TRIALS, seed: int = 0, eta: float = ETA,
+             z: float = 0.0) -> dict:
     """The claim's ratio on ``case``: ``{"ratio", "status", "verdict"}`` (``ratio`` 0 when out of scope or
-    the algorithm rejects the input). Stochastic targets run ``trials`` rows of the same ``w``."""
+    the algorithm rejects the input). Stochastic targets run ``trials`` rows of the same ``w``; a probability
+    bound's ratio is the ``(1 − p)``-quantile of lhs/bound, or with ``z > 0`` the ``(1 − p − z·√(p(1−p)/T))``-
+    quantile: a value that ``p·T + z`` standard errors of the trials exceed, so that the search cannot climb on
+    the noise of its own trials (at ``p ≈ η`` a point whose true exceedance probability lies just below ``p``
+    would otherwise look like a ratio near 1)."""
     W = case["w"][None, :]
     rng = None
     if target.stochastic:
@@ -196,7 +202,9 @@ def evaluate(target: Target, case: dict, *, trials: int = DEFAULT_TRIALS, seed: 
         ratio = float(v.mean)
     else:
         p = float(np.mean(v.claimed_p)) if v.claimed_p is not None and v.claimed_p.size else eta
-        ratio = float(np.quantile(np.asarray(v.ratio, dtype=float), 1.0 - min(max(p, 0.0), 1.0)))
+        p = min(max(p, 0.0), 1.0)
+        level = 1.0 - p - z * math.sqrt(p * (1 - p) / max(1, v.in_scope))
+        ratio = float(np.quantile(np.asarray(v.ratio, dtype=float), min(max(level, 0.0), 1.0)))
     if not math.isfinite(ratio):
         ratio = 0.0 if math.isnan(ratio) else ratio
     return {"ratio": ratio, "status": v.status, "verdict": v}
@@ -219,7 +227,7 @@ def _optimise(target, N, m, evals, *, seed, trials, tick):
             return 0.0
         count[0] += 1
         tick()
-        r = evaluate(target, decode(target, theta, N, m), trials=trials, seed=seed)["ratio"]
+        r = evaluate(target, decode(target, theta, N, m), trials=trials, seed=seed, z=Z_SEARCH)["ratio"]
         if r > best[0]:
             best[0], best[1] = r, np.array(theta, dtype=float)
         return -r
@@ -241,7 +249,7 @@ def search_claim(claim: str, *, budget: int = DEFAULT_BUDGET, sizes=DEFAULT_SIZE
                  trials: int = DEFAULT_TRIALS, final_trials: int = FINAL_TRIALS, tick=lambda: None) -> dict:
     """Search one claim; return its result record (best ratio, case, per-size bests, final verdict, certificate)."""
     target = TARGETS[claim]
-    evals_total = max(len(sizes), budget // 3 if target.stochastic else budget)
+    evals_total = max(len(sizes), budget // 4 if target.stochastic else budget)
     per = max(1, evals_total // len(sizes))
     t0 = time.perf_counter()
     cands = []  # (source, N, m, case, search ratio)
@@ -255,7 +263,7 @@ def search_claim(claim: str, *, budget: int = DEFAULT_BUDGET, sizes=DEFAULT_SIZE
     ref_N = max(n for n, _ in sizes)
     ref = reference_case(target, ref_N)
     rN, rm = ref["X"].shape[1], ref["X"].shape[0]
-    cands.append(("reference family", rN, rm, ref, evaluate(target, ref, trials=trials, seed=seed)["ratio"]))
+    cands.append(("reference family", rN, rm, ref, evaluate(target, ref, trials=trials, seed=seed, z=Z_SEARCH)["ratio"]))
     # every candidate is judged afresh (stochastic: new randomness, more trials), so that a search point that
     # only fits the search's own random numbers is not reported; ties prefer the larger layer
     finals = []
@@ -386,7 +394,7 @@ def search(claims=None, *, budget: int = DEFAULT_BUDGET, sizes=DEFAULT_SIZES, se
         raise ValueError(f"--budget must be an integer ≥ {4 * len(sizes)} (evaluations per claim), got {budget!r}")
     from tqdm.auto import tqdm
 
-    total = sum(max(len(sizes), (budget // 3) if TARGETS[c].stochastic else budget) // len(sizes) * len(sizes)
+    total = sum(max(len(sizes), (budget // 4) if TARGETS[c].stochastic else budget) // len(sizes) * len(sizes)
                 for c in claims)
     bar = tqdm(total=total, desc="tightness", unit="eval", disable=not progress)
     t0 = time.perf_counter()
@@ -565,7 +573,7 @@ def _ordered(summary):
 def summary_markdown(summary: dict) -> str:
     lines = ["# Tightness search", "",
              "Largest empirical/bound ratio found per bound claim (`ptq-bounds tightness`, verify/tightness.py). "
-             f"Budget {summary['budget']} evaluations per deterministic claim (a third for stochastic ones), sizes "
+             f"Budget {summary['budget']} evaluations per deterministic claim (a quarter for stochastic ones), sizes "
              f"N×m ∈ {{{', '.join(f'{a}×{b}' for a, b in summary['sizes'])}}}, seed {summary['seed']}, "
              f"{summary['seconds']:.0f} s. Stochastic claims: (1−p)-quantile of lhs/bound over {summary['final_trials']} "
              "trials (probability bounds, p the claimed probability) or the mean (expectation bound). "
@@ -591,7 +599,7 @@ def paper_checks_section(summary: dict) -> str:
           "allowed by a claim's hypotheses comes to its bound. `ptq-bounds tightness` (verify/tightness.py) maximises "
           "the checker's empirical/bound ratio of every bound claim over X, w, λ (and X̃ for the mismatch claims) by "
           "differential evolution and a Nelder–Mead polish, small layers first "
-          f"(N×m ∈ {{{sizes}}}), {summary['budget']} evaluations per deterministic claim (a third for stochastic "
+          f"(N×m ∈ {{{sizes}}}), {summary['budget']} evaluations per deterministic claim (a quarter for stochastic "
           f"ones), seed {summary['seed']}; {summary['seconds']:.0f} s on {mach.get('cpu_count', '?')} cores "
           f"(code {(mach.get('git_commit') or 'unknown')[:10]}). The grid is δZ with δ = 1 and the order natural: "
           "without saturation a finite or GPTQ grid gives the same run, the claims are homogeneous in (X, w, λ, δ), and "
