@@ -154,3 +154,20 @@ def test_fig8_plots_the_committed_best_ratios():
     labels = [t.get_text() for t in ax.get_yticklabels()] + [t.get_text() for t in leg.get_texts()]
     labels += [ax.get_xlabel(), ax.get_title(), fig._suptitle.get_text()]
     assert not any("\\" in t or "{" in t for t in labels), labels  # no raw TeX
+
+
+@pytest.mark.parametrize("N", [2, 3, 5])
+def test_drift_bound_family_matches_its_closed_form(N):
+    """T3.drift_bound on identical columns, λ = u‖x‖²: the ratio is Σ_{k=1}^{N−1} u/(u+k)² (derived by hand:
+    every ridge vector has entries ‖x‖²/(λ + ‖x‖²k)), checked by the checker in float64 and exactly."""
+    from fractions import Fraction
+
+    u = 1.25
+    case = {"X": np.full((1, N), 2.0), "X_tilde": None, "w": np.zeros(N), "lam": u * 4.0}
+    t = T.TARGETS["T3.drift_bound"]
+    want = sum(Fraction(5, 4) / (Fraction(5, 4) + k) ** 2 for k in range(1, N))
+    assert T.evaluate(t, case)["ratio"] == pytest.approx(float(want), rel=1e-12)
+    cert = T.certify_case(t, case)
+    assert cert["status"] == "holds"
+    lhs, rhs = (Fraction(cert[k]) for k in ("lhs", "rhs"))
+    assert lhs / rhs == want  # exactly
