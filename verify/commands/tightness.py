@@ -45,7 +45,7 @@ def add_arguments(p):
                    help=f"objective evaluations per deterministic claim, split over the sizes (stochastic claims get a "
                         f"quarter; default {DEFAULT_BUDGET}, about 5 minutes on 2 cores)")
     p.add_argument("--sizes", type=_sizes, default=None, metavar="2x2,3x3",
-                   help="layer sizes N×m searched, small first (default 2x2,3x3,4x4,6x6)")
+                   help="layer sizes N×m searched, small first (default 1x1,2x2,3x3,4x4,6x6)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the search and of the stochastic trials")
     p.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS,
                    help=f"trials per stochastic evaluation during the search (default {DEFAULT_TRIALS})")
