@@ -23,6 +23,7 @@ FIGURES = {
     5: "figures.fig5_alphabet",
     6: "figures.fig6_tightness",
     7: "figures.fig7_lambda_rec",
+    8: "figures.fig8_tightness_search",
 }
 
 

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "figures": ("figures.command", "draw the verification figures from stored results"),
     "paper-checks": ("verify.commands.paper_checks", "regenerate paper_checks.md from the claims and stored results"),
     "export": ("verify.commands.export", "export a campaign's verdicts from the store as CSV or JSON"),
+    "tightness": ("verify.commands.tightness", "search each bound claim for its largest empirical/bound ratio"),
     "bench": ("verify.bench", "time OPTQ against the BLAS-3 floor on this machine and store the results"),
 }
 

@@ -28,6 +28,9 @@ def add_arguments(p):
                         + ", ".join(DEFAULT_SUMMARIES) + " where present)")
     p.add_argument("--out", default="paper_checks.md", help="output file (default paper_checks.md)")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 if OUT differs from the rendering")
+    p.add_argument("--tightness", default=None,
+                   help="tightness summary written by `ptq-bounds tightness` (default: tightness.json beside the "
+                        "first summary, where present)")
 
 
 def _as_aggregate(summary: dict) -> dict:
@@ -108,7 +111,9 @@ def _check_fields(summary: dict, path) -> None:
                 bad(cid, key, c[key], want)
 
 
-def render(paths) -> str:
+def render(paths, tightness=None) -> str:
+    """The page: claims and campaign evidence (``paths``), then the tightness search (``tightness``, default
+    ``tightness.json`` beside the first summary, when it exists)."""
     from theory.report import render_paper_checks
 
     summaries = load_summaries(paths)
@@ -133,6 +138,19 @@ def render(paths) -> str:
         if found:
             parts = list(intro) + [fmt(rc).replace(heading, f"### Campaign `{name}`") for name, rc in found]
             text = text.rstrip("\n") + "\n\n" + "\n".join(parts).rstrip("\n") + "\n"
+    tpath = Path(tightness) if tightness is not None else (Path(paths[0]).parent / "tightness.json" if paths else None)
+    if tpath is not None and (tightness is not None or tpath.is_file()):
+        from ..tightness import paper_checks_section
+
+        try:
+            tsum = json.loads(tpath.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SummaryError(f"--tightness: cannot read {tpath} ({exc}); pass the tightness.json written by "
+                               "`ptq-bounds tightness`") from None
+        if not isinstance(tsum, dict) or not isinstance(tsum.get("claims"), dict):
+            raise SummaryError(f"--tightness: {tpath} is not a tightness summary; pass the tightness.json written "
+                               "by `ptq-bounds tightness`")
+        text = text.rstrip("\n") + "\n\n" + paper_checks_section(tsum).rstrip("\n") + "\n"
     return text
 
 
@@ -148,7 +166,7 @@ def run(args) -> int:
               f"{', '.join(DEFAULT_SUMMARIES)}); run `ptq-bounds verify` or pass --summary FILE", file=sys.stderr)
         return 3
     try:
-        text = render(paths)
+        text = render(paths, args.tightness)
     except ValueError as exc:  # SummaryError, or evidence for claim ids this version does not know
         msg = str(exc) if isinstance(exc, SummaryError) else f"--summary: {exc}; re-run `ptq-bounds verify`"
         print(f"ptq-bounds paper-checks: {msg}", file=sys.stderr)
