@@ -30,7 +30,7 @@ DEFAULT_SUMMARY = Path(__file__).resolve().parents[1] / "results" / "tightness.j
 HORIZONTAL = ({"orientation": "horizontal"} if tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10)
               else {"vert": False})
 TITLE = "How sharp is each bound: best ratio found by the search vs random and real-layer data"
-RANDOM_FACE, REAL_FACE = "#e4e4e4", "#9a9a9a"
+RANDOM_FACE, REAL_FACE = "#dddddd", "#999999"  # neutral greys of figures._style.NEUTRAL
 
 
 CLAIMS = ("T1.sum_c", "T1.explicit", "T1.frobenius", "T1.c_chain", "P1.drift", "T3.drift_bound", "O1.amgm",
@@ -94,7 +94,7 @@ def draw(src, summary=None):
             h_found = h_found or h
         else:
             h_ref = h_ref or h
-    line = ax.axvline(1.0, color="black", lw=0.9, ls="--", zorder=7)
+    line = ax.axvline(1.0, color="#666666", lw=0.9, ls="--", zorder=7)  # the neutral reference grey
     ax.set_yticks(y, claims)
     ax.set_xscale("log")
     ax.set_xlim(1e-3, 2.0)
@@ -106,8 +106,8 @@ def draw(src, summary=None):
     handles, labels = [], []
     for h, lab in ((h_rand, f"random data: all rows of the campaign ({len(synth)} cells)"),
                    (h_real, f"real LLM layers: all rows ({len(llm)} cells)"),
-                   (h_found, "best found by the search"),
-                   (h_ref, "best: the constructed reference family"),
+                   (h_found, "best found by the search (observed ratio)"),
+                   (h_ref, "best: the constructed reference family (observed ratio)"),
                    (line, "bound attained (ratio 1)")):
         if h is not None:
             handles.append(h)
