@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import theory
-from verify.commands.paper_checks import DEFAULT_SUMMARIES, evidence_from_summaries, render
+from verify.paper_checks import DEFAULT_SUMMARIES, evidence_from_summaries, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
