@@ -93,12 +93,23 @@ def test_cli_small_run_and_bad_arguments(tmp_path, capsys):
     from verify.cli import main
 
     out = tmp_path / "tt"
-    rc = main(["tightness", "--claims", "T1.frobenius,T2.expectation", "--budget", "24", "--sizes", "1x1,2x2",
-               "--final-trials", "500", "--out", str(out), "--no-progress"])
+    store = tmp_path / "store.sqlite"
+    argv = ["tightness", "--claims", "T1.frobenius,T2.expectation", "--budget", "24", "--sizes", "1x1,2x2",
+            "--final-trials", "500", "--out", str(out), "--no-progress", "--store", str(store)]
+    rc = main(argv)
     assert rc == 0
     assert (out / "T1_frobenius.npz").is_file() and (out / "T2_expectation.json").is_file()
     s = json.loads((tmp_path / "tt.json").read_text())
     assert set(s["claims"]) == {"T1.frobenius", "T2.expectation"}
+    # recorded in the result store: one campaign, one cell per claim with its best ratio
+    from verify.store import Store
+
+    st = Store(store)
+    (camp,) = [c for c in st.campaigns() if c["name"] == "tightness"]
+    rows = {v["claim"]: v for v in st.verdict_rows(camp["id"])}
+    assert set(rows) == {"T1.frobenius", "T2.expectation"}
+    assert rows["T1.frobenius"]["worst_ratio"] == pytest.approx(s["claims"]["T1.frobenius"]["best_ratio"])
+    assert main(argv) == 0 and len(st.verdict_rows(camp["id"])) == 2  # stored once
     assert (tmp_path / "tt.md").read_text().startswith("# Tightness search")
     capsys.readouterr()
     assert main(["tightness", "--claims", "T9.nope", "--no-save"]) == 2
@@ -112,6 +123,9 @@ def test_cli_small_run_and_bad_arguments(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["tightness", "--claims", "T1.sum_c", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err
+    assert main(["tightness", "--claims", "T1.sum_c", "--out", str(tmp_path / "o2"),
+                 "--store", str(tmp_path / "file" / "s.sqlite")]) == 2
+    assert "--store" in capsys.readouterr().err
 
 
 class _NoCells:

@@ -693,3 +693,38 @@ def paper_checks_section(summary: dict) -> str:
         a.append(line + ".")
     a += ["", "Not searched: " + "; ".join(f"{k} ({v})" for k, v in summary["not_searched"].items()) + ".", ""]
     return "\n".join(a)
+
+
+# ------------------------------------------------------------------------------------------------
+# the store
+# ------------------------------------------------------------------------------------------------
+def store_summary(summary: dict, store) -> str:
+    """Record a search in the result store (a :class:`verify.store.Store`): one campaign
+    ``tightness-<hash of its settings>``, one cell per claim (study ``tightness``) whose verdict
+    carries the best ratio, the status of the best case and, in ``detail``, its classification and
+    exact certificate. Returns the campaign id; a second call with the same settings keeps the
+    first record of each claim (cells are stored once)."""
+    import hashlib
+    import json as _json
+
+    from .campaign import provenance
+
+    cfg = {k: summary[k] for k in ("budget", "sizes", "seed", "trials", "final_trials", "eta")}
+    cid = "tightness-" + hashlib.sha256(_json.dumps({**cfg, "claims": sorted(summary["claims"])},
+                                                    sort_keys=True).encode()).hexdigest()[:12]
+    store.open_campaign(cid, "tightness", cfg, {**provenance(seed=summary["seed"]),
+                                                "description": summary["description"]})
+    for claim, r in summary["claims"].items():
+        final = r.get("final") or {}
+        cert = r.get("certificate") or {}
+        status = "violated" if cert.get("status") == "violated" else final.get("status", "not exercised")
+        verdict = {"claim": claim, "kind": "tightness search", "status": status, "in_scope": 1,
+                   "violated": status == "violated", "worst_ratio": r.get("best_ratio"),
+                   "trials": final.get("trials"),
+                   "detail": {"classification": r.get("classification"), "certificate": cert,
+                              "N": r.get("N"), "m": r.get("m"), "source": r.get("source"), "family": r.get("family")}}
+        config = {"claim": claim, **cfg}
+        key = "tightness:" + hashlib.sha256(_json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        store.put_cell(cid, {"key": key, "study": "tightness", "config": config, "seed": int(summary["seed"]),
+                             "status": "done", "seconds": r.get("seconds"), "verdicts": [verdict]})
+    return cid

@@ -53,7 +53,9 @@ def add_arguments(p):
                    help=f"fresh trials judging a stochastic best case (default {FINAL_TRIALS})")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help=f"folder for the best cases (default {DEFAULT_OUT}/; the summary goes to <out>.json/.md)")
-    p.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    p.add_argument("--store", default="ptq-results/store.sqlite",
+                   help="result store the search is recorded in, one cell per claim (default ptq-results/store.sqlite)")
+    p.add_argument("--no-save", action="store_true", help="print only, write nothing (no files, no store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -90,6 +92,9 @@ def run(args) -> int:
                 raise ValueError(f"--out: {out} is a file; give a folder (e.g. {DEFAULT_OUT})")
             out.mkdir(parents=True, exist_ok=True)
             check_writable_dir(out, "--out")
+            from ..cli import check_writable_file
+
+            check_writable_file(args.store, "--store")
     except (ValueError, BadInput) as exc:
         return _bad(str(exc))
     summary = T.search(claims, budget=args.budget, sizes=sizes, seed=args.seed, out=out,
@@ -107,4 +112,15 @@ def run(args) -> int:
         print(f"{cid:22s} {'—' if b is None else f'{b:11.4g}':>11s} {r.get('N')}×{r.get('m')}  {cert:12s} "
               f"{r['classification']['class']}")
     print(f"{summary['seconds']:.1f} s" + ("" if out is None else f"; best cases in {out}/, summary {out}.json"))
+    if out is not None:
+        import sqlite3
+
+        from ..store import Store
+
+        try:
+            cid = T.store_summary(summary, Store(args.store))
+        except sqlite3.DatabaseError as exc:
+            return _bad(f"--store: {args.store} is not a result store ({exc}); pass the store.sqlite `ptq-bounds "
+                        "verify` wrote, or a new path")
+        print(f"store: {args.store} (campaign {cid})")
     return exit_code(statuses)
