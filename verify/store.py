@@ -406,6 +406,9 @@ def config_columns(cfg: dict) -> dict:
                grid=_describe_grid(cfg.get("grid")), mismatch=_describe_mismatch(cfg.get("mismatch")),
                model=llm.get("model") if llm else src["model"], layer=llm.get("layer") if llm else src["layer"],
                label=cfg.get("label"))
+    if alg is None:  # not an algorithm's cell (e.g. a tightness search): no run settings to default
+        out.update(order=cfg.get("order"), rounding=cfg.get("rounding"), dtype=cfg.get("dtype"))
+        return out
     if alg == "qronos":
         out["variant"] = cfg.get("variant", "projection")
     if alg != "rtn":  # RTN has no damping
