@@ -19,7 +19,6 @@ hold for GPFQ's Q on these layers?"), labelled as such in the report, never a ch
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util

@@ -103,3 +103,23 @@ def recording_argsort(torch):
 def stable_decreasing(d):
     """GPTQ's act_order with ties by lower index (the audit's ``decreasing``)."""
     return np.argsort(-np.asarray(d, dtype=np.float64), kind="stable")
+
+
+def _listed(t):
+    """A torch tensor (or None) as a nested float list."""
+    return np.asarray(t.detach().double().cpu()).tolist() if hasattr(t, "detach") else None
+
+
+def class_used(*, scale, zero, g_idx, grid, group, percdamp, order, perm, d, D, blocksize) -> dict:
+    """What a GPTQ class that fits its own grid (gptqmodel, AutoGPTQ) was given and used: its scales,
+    zero points and ``g_idx``, the grid settings, the damping, act_order and the permutation it ran
+    (``perm``) beside the one GPTQ's tie-break gives (``d``: its diag H, dead → 1), the dead features
+    of the loop data ``D``; float32."""
+    N = D.shape[1]
+    return {"scales": _listed(scale), "zero_points": _listed(zero),
+            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
+            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
+            "percdamp": percdamp, "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
+            "dead_features": np.flatnonzero(dead_mask(D)).tolist(),
+            "order": None if perm is None else [int(i) for i in perm],
+            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N))}

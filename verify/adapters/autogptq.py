@@ -28,7 +28,7 @@ import numpy as np
 
 from ..audit import Decline
 from . import Adapter, AdapterResult
-from ._gptq_common import dead_mask, patched, percdamp_for, recording_argsort, stable_decreasing
+from ._gptq_common import class_used, patched, percdamp_for, recording_argsort
 
 INSTALL = ("pip install 'provable-ptq[auto-gptq]' (auto-gptq==0.7.1, torch==2.13.0, transformers==4.40.2) in its "
            "own environment: bash benchmarks/field_audit_envs.sh auto-gptq")
@@ -70,15 +70,11 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
                                            actorder=order == "decreasing", static_groups=bool(grid.static_groups))
     Q = lin.weight.detach().numpy().copy()  # float32: its working precision
     perm = next((p for p in sorts if p.shape == (N,)), None) if order == "decreasing" else np.arange(N)
-    used = {"scales": scale.detach().double().numpy().tolist(), "zero_points": zero.detach().double().numpy().tolist(),
-            "g_idx": g_idx.numpy().tolist(), "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group,
-            "static_groups": bool(grid.static_groups), "percdamp": percdamp,
-            "damping": f"percdamp={percdamp:.6g} of mean diag((2/m)XᵀX) (dead → 1) = λ·2/m",
-            "hessian": "add_batch over m sequences of 1 token (normalised by sequences), float32",
-            "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
-            "dead_features": np.flatnonzero(dead_mask(X)).tolist(), "dead_convention": "zeroed, H_tt = 1",
-            "order": None if perm is None else [int(i) for i in perm],
-            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N))}
+    used = class_used(scale=scale, zero=zero, g_idx=g_idx, grid=grid, group=group, percdamp=percdamp, order=order,
+                      perm=perm, d=d, D=X, blocksize=blocksize)
+    used.update(damping=f"percdamp={percdamp:.6g} of mean diag((2/m)XᵀX) (dead → 1) = λ·2/m",
+                hessian="add_batch over m sequences of 1 token (normalised by sequences), float32",
+                dead_convention="zeroed, H_tt = 1")
     return AdapterResult(Q=Q, used=used)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..audit import Decline
 from . import Adapter, AdapterResult
-from ._gptq_common import dead_mask, percdamp_for, recording_argsort, stable_decreasing
+from ._gptq_common import class_used, percdamp_for, recording_argsort
 
 INSTALL = ("pip install 'provable-ptq[gptqmodel]' (gptqmodel==7.7.0, torch==2.14.1) in its own environment: "
            "bash benchmarks/field_audit_envs.sh gptqmodel")
@@ -61,16 +61,9 @@ def _quantize(g, lin, D, lam, grid, group, blocksize, order):
     fallback = None
     if float(damp_used) != float(percdamp):
         fallback = f"damping changed by gptqmodel: damp_percent {percdamp:.6g} → {float(damp_used):.6g}"
-    used = {"scales": np.asarray(scale.detach().double().cpu()).tolist() if hasattr(scale, "detach") else None,
-            "zero_points": np.asarray(zero.detach().double().cpu()).tolist() if hasattr(zero, "detach") else None,
-            "g_idx": np.asarray(g_idx.cpu()).tolist() if hasattr(g_idx, "cpu") else None,
-            "bits": int(grid.bits), "sym": bool(grid.sym), "group_size": group, "static_groups": bool(grid.static_groups),
-            "percdamp": percdamp, "damp_percent_used": float(damp_used),
-            "desc_act": order == "decreasing", "blocksize": blocksize, "precision": "float32",
-            "dead_features": np.flatnonzero(dead_mask(D)).tolist(),
-            "order": None if perm is None else [int(i) for i in perm],
-            "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N)),
-            "avg_loss": float(avg_loss), "fallback": fallback}
+    used = class_used(scale=scale, zero=zero, g_idx=g_idx, grid=grid, group=group, percdamp=percdamp, order=order,
+                      perm=perm, d=d, D=D, blocksize=blocksize)
+    used.update(damp_percent_used=float(damp_used), avg_loss=float(avg_loss), fallback=fallback)
     return Q, used
 
 
