@@ -102,26 +102,24 @@ def open_unit_interval(s: str) -> float:
     return x
 
 
-def nonneg_int(s: str) -> int:
-    """An integer ≥ 0 (``--seed``)."""
+def _int_at_least(lo: int, s: str) -> int:
     try:
         k = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {s!r}") from None
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {k}")
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, got {s!r}") from None
+    if k < lo:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, got {k}")
     return k
+
+
+def nonneg_int(s: str) -> int:
+    """An integer ≥ 0 (``--seed``)."""
+    return _int_at_least(0, s)
 
 
 def positive_int(s: str) -> int:
     """An integer ≥ 1 (``--dpi``, ``--trials``)."""
-    try:
-        k = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {s!r}") from None
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {k}")
-    return k
+    return _int_at_least(1, s)
 
 
 def check_writable_file(path, option: str) -> None:

@@ -141,9 +141,18 @@ def _run_impl(args) -> int:
     except ValueError as exc:
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    _write_json(args, rep, a)
+    return _finish(args, rep, a)
+
+
+def _finish(args, rep, adapter=None) -> int:
+    """Write the JSON, print the report (or its one-line problem) and the tracebacks with --debug;
+    the audit's exit code."""
+    _write_json(args, rep, adapter)
     if rep.problem:
         print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
+        if args.debug:
+            for e in rep.errors[:3]:
+                print(e.get("traceback") or "", file=sys.stderr)
         return rep.exit_code()
     print(rep.format())
     if args.debug:
@@ -183,16 +192,4 @@ def run(args) -> int:
     except ValueError as exc:  # a bad argument or declaration
         print(f"ptq-bounds audit: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    _write_json(args, rep)
-    if rep.problem:
-        print(f"ptq-bounds audit: {rep.problem}", file=sys.stderr)
-        if args.debug:
-            for e in rep.errors[:3]:
-                print(e.get("traceback") or "", file=sys.stderr)
-        return rep.exit_code()
-    print(rep.format())
-    if args.debug:
-        for e in rep.errors:
-            if e.get("traceback"):
-                print(f"--- {e['case']}\n{e['traceback']}", file=sys.stderr)
-    return rep.exit_code()
+    return _finish(args, rep)
