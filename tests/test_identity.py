@@ -109,17 +109,49 @@ def test_optq_identity_float64(case):
 @pytest.mark.parametrize("regime", ["tall", "ill_conditioned", "heavy_tailed", "dead", "duplicate"])
 @pytest.mark.parametrize("rel", [1e-1, 1e-2, 1e-4])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-def test_optq_identity_float32(regime, rel, rounding):
+def test_optq_identity_float32(xp, regime, rel, rounding):
+    """The same body on every backend (NumPy, torch, CuPy): float32 in, float32 out, identity to the
+    float32 tolerance."""
     rng = np.random.default_rng(1)
     X = make_X(regime, 192, 48, rng, cond=1e6).astype(np.float32)
     W = rng.standard_normal((12, 48)).astype(np.float32)
     lam = rel * float(np.mean(np.sum(X.astype(np.float64) ** 2, axis=0)))
-    r = A.optq(W, X, grid=A.Grid.gptq(4, group_size=16), lam=lam, order="decreasing", rounding=rounding,
-               rng=np.random.default_rng(2))
-    assert r.Q.dtype == np.float32 and r.errors.dtype == np.float32
+    r = A.optq(xp.asarray(W), xp.asarray(X), grid=A.Grid.gptq(4, group_size=16), lam=lam, order="decreasing",
+               rounding=rounding, rng=np.random.default_rng(2))
+    Q, E = xp.numpy(r.Q), xp.numpy(r.errors)
+    assert Q.dtype == np.float32 and E.dtype == np.float32
     X64 = X.astype(np.float64)
-    lhs, rhs = optq_identity_gap(r, X64)
-    assert_identity(lhs, rhs, X64, r.lam, r.W0, r.Q, np.float32)
+    run = _host_result(r, xp)
+    lhs, rhs = optq_identity_gap(run, X64)
+    assert_identity(lhs, rhs, X64, run.lam, run.W0, run.Q, np.float32)
+
+
+def _host_result(r, xp):
+    """The fields the identity reads, as NumPy arrays (whatever backend computed them)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(Q=xp.numpy(r.Q), errors=xp.numpy(r.errors), W0=xp.numpy(r.W0), order=xp.numpy(r.order),
+                           lam=float(r.lam), options=r.options)
+
+
+@pytest.mark.parametrize("variant", ["projection", "original"])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_qronos_identity_every_backend(xp, variant, rounding):
+    """Qronos' identity, the same body on every backend (float64)."""
+    rng = np.random.default_rng(3)
+    X = make_X("tall", 96, 24, rng, cond=1e4)
+    Xt = mismatch(X, rng, kind="noise", level=0.1)
+    W = rng.standard_normal((5, 24))
+    lam = 0.1 * float(np.mean(np.sum(Xt**2, axis=0)))
+    r = A.qronos(xp.asarray(W), xp.asarray(X), xp.asarray(Xt), grid=A.Grid.gptq(4), lam=lam, order="decreasing",
+                 rounding=rounding, variant=variant, rng=np.random.default_rng(4))
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(Q=xp.numpy(r.Q), errors=xp.numpy(r.errors), order=xp.numpy(r.order), lam=float(r.lam),
+                          variant=r.variant)
+    lhs, rhs, What = qronos_identity_gap(run, W, X, Xt)
+    np.testing.assert_allclose(xp.numpy(r.W_hat), What, rtol=1e-8, atol=1e-8 * (np.max(np.abs(What)) + 1))
+    assert_identity(lhs, rhs, Xt, run.lam, np.hstack([W, What]), np.hstack([run.Q, run.Q]), np.float64)
 
 
 def qronos_identity_gap(r, W, X, Xt):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import algorithms as A
 import theory as T
-from verify.strategies import layers, mismatch
+from verify.strategies import layers, make_X, mismatch
 
 # derandomize: a fixed example sequence, so the statistical checks (false-alarm rate 1e-3 each) cannot
 # make the suite flaky
@@ -260,3 +260,31 @@ def test_gptq_losses_sum_to_the_identity_over_m():
     lhs = np.sum((X @ D.T) ** 2, axis=0) + r.lam * np.sum(D**2, axis=1)
     np.testing.assert_allclose(np.sum(np.asarray(r.losses), axis=1) * X.shape[0], lhs, rtol=1e-10)
     assert T.check("I1", run).consistent
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("alg", ["optq", "optq stochastic", "qronos projection", "qronos original"])
+def test_claims_hold_on_every_backend(xp, alg, dtype):
+    """One body on every backend (NumPy, torch, CuPy): the run is computed on the backend and every
+    claim and hypothesis is checked on it; none is violated and the main ones are in scope."""
+    rng = np.random.default_rng(11)
+    X = make_X("tall", 128, 16, rng, cond=1e3).astype(dtype)
+    W = rng.standard_normal((24, 16)).astype(dtype)
+    lam = 0.05 * float(np.mean(np.sum(X.astype(np.float64) ** 2, axis=0)))
+    rounding = "stochastic" if "stochastic" in alg else "nearest"
+    grid = A.Grid.gptq(4)
+    if alg.startswith("optq"):
+        r = A.optq(xp.asarray(W), xp.asarray(X), grid=grid, lam=lam, order="decreasing", rounding=rounding,
+                   rng=np.random.default_rng(5))
+        run = T.Run.from_result(r, xp.asarray(X))
+        main = "T1.sum_c" if rounding == "nearest" else "T2.hp.hoeffding"
+    else:
+        Xt = mismatch(X.astype(np.float64), rng, level=0.1).astype(dtype)
+        r = A.qronos(xp.asarray(W), xp.asarray(X), xp.asarray(Xt), grid=grid, lam=lam, order="decreasing",
+                     variant=alg.split()[1], rng=np.random.default_rng(5))
+        run = T.Run.from_result(r, xp.asarray(X), X_tilde=xp.asarray(Xt), W=xp.asarray(W))
+        main = f"T4.{alg.split()[1]}.bound"
+    assert run.precision == dtype
+    verdicts = assert_no_violation(run, f"{alg} {dtype} on {xp.name}")
+    assert verdicts[main].in_scope > 0, verdicts[main]
+    assert verdicts["hyp.on_grid"].status == "consistent"
