@@ -48,13 +48,15 @@ def _layer(seed, m=96, N=32, n=6, dead=()):
         (4, False, 16, True, False, 16),
     ],
 )
-def test_matches_reference_semantics(seed, bits, sym, groupsize, static, actorder, blocksize):
+def test_matches_reference_semantics(xp, seed, bits, sym, groupsize, static, actorder, blocksize):
+    """The same body on every backend: optq on NumPy, torch (and CuPy) equals the reference."""
     W, X = _layer(seed, dead=(3,) if seed == 1 else ())
     Qref = reference_gptq(W, X, bits=bits, sym=sym, blocksize=blocksize, groupsize=groupsize,
                           actorder=actorder, static_groups=static)
     grid = A.Grid.gptq(bits, sym=sym, group_size=None if groupsize == -1 else groupsize, static_groups=static)
-    r = A.optq(W, X, grid=grid, percdamp=0.01, order="decreasing" if actorder else "natural", block_size=blocksize)
-    np.testing.assert_allclose(r.Q, Qref, rtol=1e-10, atol=1e-12)
+    r = A.optq(xp.asarray(W), xp.asarray(X), grid=grid, percdamp=0.01, order="decreasing" if actorder else "natural",
+               block_size=blocksize)
+    np.testing.assert_allclose(xp.numpy(r.Q), Qref, rtol=1e-10, atol=1e-12)
 
 
 def test_percdamp_is_gptq_damping_in_units_of_XtX():

@@ -125,3 +125,25 @@ def test_no_silent_nan_on_nearly_singular_input():
         assert "lam" in str(exc)
     else:
         assert np.all(np.isfinite(r.Q))
+
+
+BACKEND_CASES = [
+    # (id, call with backend arrays, exception, fragment)
+    ("NaN in X", lambda xp: A.optq(xp.asarray(W), xp.asarray(_nan(X)), grid=G, lam=1.0), ValueError,
+     "X contains 1 NaN or Inf"),
+    ("Inf in W", lambda xp: A.optq(xp.asarray(_nan(W, value=np.inf)), xp.asarray(X), grid=G, lam=1.0), ValueError,
+     "W contains 1 NaN or Inf"),
+    ("X transposed", lambda xp: A.optq(xp.asarray(W), xp.asarray(X.T), grid=G, lam=1.0), ValueError, "transposed"),
+    ("W 1-D", lambda xp: A.optq(xp.asarray(W[0]), xp.asarray(X), grid=G, lam=1.0), ValueError, "W must be 2-D"),
+    ("negative lam", lambda xp: A.optq(xp.asarray(W), xp.asarray(X), grid=G, lam=-1.0), ValueError, "lam must be ≥ 0"),
+    ("X_tilde shape", lambda xp: A.qronos(xp.asarray(W), xp.asarray(X), xp.asarray(X[:5]), grid=G, lam=1.0),
+     ValueError, "X_tilde must have the same shape as X"),
+]
+
+
+@pytest.mark.parametrize("thunk,exc,fragment", [c[1:] for c in BACKEND_CASES], ids=[c[0] for c in BACKEND_CASES])
+def test_bad_input_is_rejected_on_every_backend(xp, thunk, exc, fragment):
+    """The same messages whatever array library the caller uses."""
+    with pytest.raises(exc) as info:
+        thunk(xp)
+    assert fragment in str(info.value), str(info.value)
