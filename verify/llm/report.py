@@ -357,7 +357,16 @@ def _f(x, fmt=".3g"):
 
 
 def format_layer_type_report(rep: dict) -> str:
-    """Markdown of :func:`layer_type_report`."""
+    """Markdown of :func:`layer_type_report`: its sections in order."""
+    L = []
+    for section in (_overview_section, _tightness_section, _out_of_scope_section, _qronos_section,
+                    _degenerate_section):
+        L += section(rep)
+    return "\n".join(L)
+
+
+def _overview_section(rep: dict) -> list:
+    """Title, model and data, the layers per type and the violations."""
     types = rep["types"]
     L = []
     m = rep.get("meta") or {}
@@ -388,8 +397,13 @@ def format_layer_type_report(rep: dict) -> str:
     else:
         L.append("No claim violated on any layer.")
     L.append("")
+    return L
 
-    # tightness
+
+def _tightness_section(rep: dict) -> list:
+    """Empirical/bound per claim and layer type."""
+    types = rep["types"]
+    L = []
     claims = sorted({k for t in types for k in rep["tightness"][t]}, key=_claim_order)
     L.append("### Tightness (empirical / bound, per row, in-scope rows; degenerate cells excluded)")
     L.append("")
@@ -420,8 +434,13 @@ def format_layer_type_report(rep: dict) -> str:
              "float64 re-check below runs the worst such cells again in float64. Probability and expectation claims "
              "allow exceedances on some rows and are judged by exact tests on all rows (summary table).")
     L.append("")
+    return L
 
-    # out of scope
+
+def _out_of_scope_section(rep: dict) -> list:
+    """Rows out of scope, by hypothesis and by claim; saturated rows."""
+    types = rep["types"]
+    L = []
     L.append("### Out of scope (rows; a row is one output neuron of one cell)")
     L.append("")
     reasons = sorted({_short_reason(r) for t in types for r in rep["out_of_scope"][t]["rows"]})
@@ -453,8 +472,13 @@ def format_layer_type_report(rep: dict) -> str:
                             if v is not None and lab in ("optq", "optq-3bit", "qronos-projection"))
         for t in types))
     L.append("")
+    return L
 
-    # Qronos vs OPTQ
+
+def _qronos_section(rep: dict) -> list:
+    """Qronos against OPTQ on the real X̃, and the T4 bounds."""
+    types = rep["types"]
+    L = []
     L.append("### Qronos vs OPTQ on the real X̃ (deterministic)")
     L.append("")
     L.append("Measured errors ‖Xw − X̃q‖ per row, all rows (medians). Ratios and 'proj. ≤ OPTQ-X̃' pair the rows of "
@@ -491,8 +515,12 @@ def format_layer_type_report(rep: dict) -> str:
                 cols.append(f"{_f(m)} → {_f(b)} ({_pct(sc['fraction'])})")
             L.append(f"| {t} | {tag} | " + " | ".join(cols) + " |")
     L.append("")
+    return L
 
-    # degenerate
+
+def _degenerate_section(rep: dict) -> list:
+    """The Q4_1 re-quantization cells (zero error by construction)."""
+    L = []
     L.append("### Degenerate configuration: re-quantizing the stored Q4_1 weights with the Q4_1 grid")
     L.append("")
     if rep["degenerate"]:
@@ -507,7 +535,7 @@ def format_layer_type_report(rep: dict) -> str:
     else:
         L.append("(no degenerate cell in this campaign)")
     L.append("")
-    return "\n".join(L)
+    return L
 
 
 def _pct(x):
