@@ -179,81 +179,6 @@ def _check_q(Q, W: np.ndarray, name: str, who: str) -> np.ndarray:
 
 
 @blas_threads()
-class _SequentialLinear:
-    """The linear layers of :func:`sequential_capture`'s forward pass. Before ``split`` it is the
-    float model; after, the batch holds the float stream (first ``N`` sequences) and the quantized
-    one: each layer maps the float stream with ``W`` and the quantized one with its ``Q``, and a
-    selected layer's inputs (and what ``keep`` asks for) are recorded in ``records``."""
-
-    def __init__(self, model, by_name, quantize, unselected, keep, N, T):
-        self.model, self.by_name, self.quantize, self.unselected = model, by_name, quantize, unselected
-        self.keep, self.N, self.T = keep, N, T
-        self.split = False
-        self.records: dict[str, LayerRecord] = {}
-
-    def __call__(self, block: int, kinds: Sequence[str], x: np.ndarray) -> list:
-        names = [f"blk.{block}.{k}" for k in kinds]
-        if not self.split:
-            return [matmul_wt(x, self.model.tensors[n + ".weight"]) for n in names]
-        N, n_in = self.N, x.shape[-1]
-        x = np.ascontiguousarray(x)
-        xf = _readonly(x[:N].reshape(-1, n_in))
-        xq = _readonly(x[N:].reshape(-1, n_in))
-        shared = self._captured(xf, xq) if any(n in self.by_name for n in names) else {}
-        outs = []
-        for n in names:
-            W = self.model.tensors[n + ".weight"]
-            t0 = time.perf_counter()
-            Q = self._quantized(n, W, xf, xq)
-            if n in self.by_name:
-                self._record(n, Q, time.perf_counter() - t0, xf, shared)
-            y = np.empty((2 * N, self.T, W.shape[0]), dtype=x.dtype)
-            np.matmul(xf, W.T, out=y[:N].reshape(-1, W.shape[0]))
-            np.matmul(xq, Q.T, out=y[N:].reshape(-1, W.shape[0]))
-            outs.append(y)
-        return outs
-
-    def _quantized(self, n, W, xf, xq):
-        """``Q`` of layer ``n``: the quantizer's for a selected layer, else ``unselected``'s or ``W``."""
-        if n in self.by_name:
-            return _check_q(self.quantize(n, W, xf, xq), W, n, "quantize")
-        if callable(self.unselected):
-            return _check_q(self.unselected(n, W, xf, xq), W, n, "unselected")
-        return W
-
-    def _captured(self, xf, xq) -> dict:
-        """What ``keep`` asks for of the inputs shared by a group of layers (q/k/v, gate/up)."""
-        keep, shared = self.keep, {}
-        both = "X" in keep and "X_tilde" in keep
-        if "X" in keep:
-            shared["X"] = xf if both else _readonly(xf.copy())
-        if "X_tilde" in keep:
-            shared["X_tilde"] = xq if both else _readonly(xq.copy())
-        if "H" in keep or "stats" in keep:
-            shared["H"] = _readonly(gram(xf))
-        if "H_tilde" in keep or "stats_tilde" in keep:
-            shared["H_tilde"] = _readonly(gram(xq))
-        if "G" in keep:
-            shared["G"] = _readonly(gram(xq, xf))
-        if "stats" in keep:
-            shared["stats"] = layer_stats(xf, shared["H"])
-        if "stats_tilde" in keep:
-            shared["stats_tilde"] = layer_stats(xq, shared["H_tilde"])
-        return shared
-
-    def _record(self, n, Q, seconds, xf, shared) -> None:
-        l = self.by_name[n]
-        rec = LayerRecord(name=n, block=l.block, kind=l.kind, shape=l.shape, storage_type=l.storage_type,
-                          order=l.order, quantize_seconds=seconds,
-                          info={"rows": int(xf.shape[0]), "n_sequences": self.N, "seq_len": self.T})
-        for k in ("X", "X_tilde", "stats", "stats_tilde", "H", "H_tilde", "G"):
-            if k in self.keep:
-                setattr(rec, k, shared[k])
-        if "Q" in self.keep:
-            rec.Q = Q
-        self.records[n] = rec
-
-
 def sequential_capture(
     model: GGUFModel,
     tokens,
@@ -309,16 +234,82 @@ def sequential_capture(
         raise ValueError(f"unselected: expected 'float' or a callable, got {unselected!r}")
     by_name: dict[str, LinearLayer] = {l.name: l for l in sel}
     last = max(l.block for l in sel)
-    first_q_block = 0 if callable(unselected) else min(l.block for l in sel)
+    quant_all = callable(unselected)
+    first_q_block = 0 if quant_all else min(l.block for l in sel)
 
     N, T = tokens.shape
     h = embed(model, tokens)
     rope = rope_tables(model, T, h.dtype)
-    lin = _SequentialLinear(model, by_name, quantize, unselected, keep, N, T)
+    records: dict[str, LayerRecord] = {}
+    state = {"split": False}
+
+    def lin(block: int, kinds: Sequence[str], x: np.ndarray) -> list:
+        names = [f"blk.{block}.{k}" for k in kinds]
+        if not state["split"]:
+            return [matmul_wt(x, model.tensors[n + ".weight"]) for n in names]
+        n_in = x.shape[-1]
+        x = np.ascontiguousarray(x)
+        xf = _readonly(x[:N].reshape(-1, n_in))
+        xq = _readonly(x[N:].reshape(-1, n_in))
+        group_selected = any(n in by_name for n in names)
+        shared: dict[str, object] = {}
+        if group_selected:
+            both = "X" in keep and "X_tilde" in keep
+            if "X" in keep:
+                shared["X"] = xf if both else _readonly(xf.copy())
+            if "X_tilde" in keep:
+                shared["X_tilde"] = xq if both else _readonly(xq.copy())
+            if "H" in keep or "stats" in keep:
+                shared["H"] = _readonly(gram(xf))
+            if "H_tilde" in keep or "stats_tilde" in keep:
+                shared["H_tilde"] = _readonly(gram(xq))
+            if "G" in keep:
+                shared["G"] = _readonly(gram(xq, xf))
+            if "stats" in keep:
+                shared["stats"] = layer_stats(xf, shared["H"])
+            if "stats_tilde" in keep:
+                shared["stats_tilde"] = layer_stats(xq, shared["H_tilde"])
+        outs = []
+        for n in names:
+            W = model.tensors[n + ".weight"]
+            t0 = time.perf_counter()
+            if n in by_name:
+                Q = _check_q(quantize(n, W, xf, xq), W, n, "quantize")
+            elif callable(unselected):
+                Q = _check_q(unselected(n, W, xf, xq), W, n, "unselected")
+            else:
+                Q = W
+            dt = time.perf_counter() - t0
+            if n in by_name:
+                l = by_name[n]
+                rec = LayerRecord(
+                    name=n,
+                    block=l.block,
+                    kind=l.kind,
+                    shape=l.shape,
+                    storage_type=l.storage_type,
+                    order=l.order,
+                    quantize_seconds=dt,
+                    info={"rows": int(xf.shape[0]), "n_sequences": N, "seq_len": T},
+                )
+                for k in ("X", "X_tilde", "stats", "stats_tilde"):
+                    if k in keep:
+                        setattr(rec, k, shared[k])
+                for k in ("H", "H_tilde", "G"):
+                    if k in keep:
+                        setattr(rec, k, shared[k])
+                if "Q" in keep:
+                    rec.Q = Q
+                records[n] = rec
+            y = np.empty((2 * N, T, W.shape[0]), dtype=x.dtype)
+            np.matmul(xf, W.T, out=y[:N].reshape(-1, W.shape[0]))
+            np.matmul(xq, Q.T, out=y[N:].reshape(-1, W.shape[0]))
+            outs.append(y)
+        return outs
+
     for b in _progress(range(last + 1), progress, "sequential capture"):
-        if not lin.split and b >= first_q_block:  # from here on: the float stream and the quantized one
+        if not state["split"] and b >= first_q_block:
             h = np.concatenate([h, h], axis=0)
-            lin.split = True
+            state["split"] = True
         h = block_forward(model, b, h, linear=lin, rope=rope)
-    records = lin.records
     return {l.name: records[l.name] for l in sel}
