@@ -171,8 +171,25 @@ def test_layer_type_report_renders(small):
     assert q, "Qronos against OPTQ on X̃ needs both cells of one configuration"
     r = next(iter(q.values()))
     assert r["err_qronos_projection"]["n"] == r["err_optq_xtilde"]["n"] > 0
+    # what the alphabet conditions need, re-derived here from one cell's stored measurements with the
+    # uniform forms written out (P1: ‖w‖∞/δ + ½‖B‖₁ − ½; T3 with s/δ = ½: ‖w‖∞/δ + ½‖B‖₂√(2 log(2N/η)))
+    a = rep["alphabet"]["attn_output"]["optq"]
+    cells = [c for c in store.cells(camp.id, measurements=True)
+             if c["config"]["llm"]["kind"] == "attn_output" and c["config"].get("label") == "optq"]
+    m = cells[0]["measurements"]
+    w = np.asarray(m["w_over_delta_max"], dtype=float)
+    N = cells[0]["config"]["llm"]["shape"][1]
+    p1 = w + 0.5 * float(m["drift_l1_max"][0]) - 0.5
+    t3 = w + 0.5 * float(m["drift_l2_max"][0]) * np.sqrt(2 * np.log(2 * N / 0.05))
+    assert len(cells) == 1 and a["layers"] == 1
+    assert a["p1"]["max"] == pytest.approx(p1.max()) and a["t3"]["max"] == pytest.approx(t3.max())
+    assert a["p1"]["median"] == pytest.approx(np.median(p1)) and a["t3"]["median"] == pytest.approx(np.median(t3))
+    assert a["p1"]["rows_holding"] == int(np.sum(p1 <= 7.5)) and a["t3"]["rows_holding"] == int(np.sum(t3 <= 7.5))
+    assert a["grid_half_range"] == 7.5
+    assert a["p1"]["bits_max"] == int(np.ceil(np.log2(2 * p1.max() + 1)))
     md = format_layer_type_report(rep)
-    for s in ("attn_q", "attn_output", "Tightness", "Out of scope", "Qronos vs OPTQ", "Q4_1", "zero error"):
+    for s in ("attn_q", "attn_output", "Tightness", "Out of scope", "Qronos vs OPTQ", "What the alphabet conditions need",
+              "Q4_1", "zero error"):
         assert s in md
     json.dumps(rep)  # the report is plain JSON
     recs = tightness_records(store, camp)

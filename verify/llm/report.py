@@ -239,7 +239,48 @@ def layer_type_report(store, campaign) -> dict:
             rep["degenerate"][t] = {"cells": len(deg), "max_err_l2": max(errs),
                                     "zero_error": all(e == 0.0 for e in errs),
                                     "violated": sum(1 for c in deg if any(v["violated"] for v in c["verdicts"]))}
+        rep.setdefault("alphabet", {})[t] = _alphabet_needs(done)
     return rep
+
+
+#: the per-row GPTQ grids whose step the alphabet section measures K in (cell label → bits)
+ALPHABET_GRIDS = {"optq": 4, "optq-3bit": 3}
+
+
+def _alphabet_needs(cells, eta: float = 0.05) -> dict:
+    """Per grid of :data:`ALPHABET_GRIDS`: the K (levels per side, in units of the row's step δ of
+    that grid) the uniform P1 and T3 conditions need, row by row — ``‖w‖∞/δ + ½·max_t‖B_{:,t}‖₁ − ½``
+    and ``‖w‖∞/δ + (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η))`` (:mod:`theory.alphabet`) — against the
+    half-range ``(2^b − 1)/2`` the b-bit grid gives, and the bits a grid with the same step would need
+    (``⌈log2(2K + 1)⌉``)."""
+    from theory import alphabet as AL
+
+    out = {}
+    for label, bits in ALPHABET_GRIDS.items():
+        w_all, p1, t3 = [], [], []
+        for c in cells:
+            m = c.get("measurements") or {}
+            if c["config"].get("label") != label or "w_over_delta_max" not in m or "drift_l1_max" not in m:
+                continue
+            w = np.asarray(m["w_over_delta_max"], dtype=np.float64)
+            N = int(c["config"]["llm"]["shape"][1])
+            w_all.append(w)
+            p1.append(w + float(AL.p1_uniform_radius(float(m["drift_l1_max"][0]))) - 0.5)
+            t3.append(w + float(AL.t3_uniform_radius(float(m["drift_l2_max"][0]), N, eta)))
+        if not w_all:
+            continue
+        w, p1, t3 = np.concatenate(w_all), np.concatenate(p1), np.concatenate(t3)
+        half = (2**bits - 1) / 2
+        need_bits = lambda K: int(math.ceil(math.log2(2 * K + 1)))  # noqa: E731
+        out[label] = {"bits": bits, "grid_half_range": half, "rows": int(w.size), "layers": len(w_all),
+                      "w_over_delta_median": float(np.median(w)),
+                      "p1": {"median": float(np.median(p1)), "max": float(np.max(p1)),
+                             "rows_holding": int(np.sum(p1 <= half)), "bits_median": need_bits(np.median(p1)),
+                             "bits_max": need_bits(np.max(p1))},
+                      "t3": {"median": float(np.median(t3)), "max": float(np.max(t3)),
+                             "rows_holding": int(np.sum(t3 <= half)), "bits_median": need_bits(np.median(t3)),
+                             "bits_max": need_bits(np.max(t3)), "eta": eta}}
+    return out
 
 
 def _sat_fraction(cells) -> dict:
@@ -360,7 +401,7 @@ def format_layer_type_report(rep: dict) -> str:
     """Markdown of :func:`layer_type_report`: its sections in order."""
     L = []
     for section in (_overview_section, _tightness_section, _out_of_scope_section, _qronos_section,
-                    _degenerate_section):
+                    _alphabet_section, _degenerate_section):
         L += section(rep)
     return "\n".join(L)
 
@@ -514,6 +555,34 @@ def _qronos_section(rep: dict) -> list:
                 m, b = (r.get(f"measured_{name}") or {}).get("median"), (r.get(f"bound_{name}") or {}).get("median")
                 cols.append(f"{_f(m)} → {_f(b)} ({_pct(sc['fraction'])})")
             L.append(f"| {t} | {tag} | " + " | ".join(cols) + " |")
+    L.append("")
+    return L
+
+
+def _alphabet_section(rep: dict) -> list:
+    """The K the P1 and T3 alphabet conditions need, per layer type, against what the grid gives."""
+    alpha = rep.get("alphabet") or {}
+    rows = [(t, g, a) for t in rep["types"] for g, a in (alpha.get(t) or {}).items()]
+    if not rows:
+        return []
+    L = ["### What the alphabet conditions need (P1, T3)", "",
+         "K: levels per side, in units of each row's step δ of the GPTQ grid the campaign uses (per-row min/max, "
+         "asymmetric), from the uniform forms of the conditions (`theory.alphabet`): P1 needs "
+         "K ≥ ‖w‖∞/δ + ½·max_t‖B_{:,t}‖₁ − ½, T3 needs K ≥ ‖w‖∞/δ + (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η)) "
+         f"(η = {rows[0][2]['t3']['eta']}). A b-bit grid gives a half-range of (2^b − 1)/2 steps; ‖w‖∞/δ alone "
+         "already fills it (the grid is fitted to the weights), so the conditions ask for headroom beyond the "
+         "weights. Bits: what a grid with the same step and K levels per side needs, ⌈log2(2K + 1)⌉ (median row "
+         "/ worst row).", "",
+         "| type | grid | rows | ‖w‖∞/δ (median) | P1: K needed median / max | P1 holds | P1 bits | "
+         "T3: K needed median / max | T3 holds | T3 bits |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for t, g, a in rows:
+        p, q = a["p1"], a["t3"]
+        L.append(f"| {t} | {a['bits']}-bit ({a['grid_half_range']:g} per side) | {a['rows']} | "
+                 f"{_f(a['w_over_delta_median'], '.2f')} | {_f(p['median'], '.1f')} / {_f(p['max'], '.1f')} | "
+                 f"{p['rows_holding']} of {a['rows']} | {p['bits_median']} / {p['bits_max']} | "
+                 f"{_f(q['median'], '.1f')} / {_f(q['max'], '.1f')} | {q['rows_holding']} of {a['rows']} | "
+                 f"{q['bits_median']} / {q['bits_max']} |")
     L.append("")
     return L
 
