@@ -123,3 +123,25 @@ def class_used(*, scale, zero, g_idx, grid, group, percdamp, order, perm, d, D, 
             "dead_features": np.flatnonzero(dead_mask(D)).tolist(),
             "order": None if perm is None else [int(i) for i in perm],
             "permutation_expected": stable_decreasing(d).tolist() if order == "decreasing" else list(range(N))}
+
+
+def class_setup(library: str, grid, order, blocksize: int, N: int):
+    """The checks and settings shared by the adapters of GPTQ classes that fit their own grid
+    (gptqmodel, AutoGPTQ): natural or decreasing order only, GPTQ's per-row min/max integer grids,
+    whole groups. Returns ``(group, blocksize)``: ``group`` in the libraries' convention (``-1``: per
+    row), and ``blocksize`` equal to the group for groups fitted on the fly, because these classes fit
+    such a group from W as it stands at the start of the lazy block (the GPTQ reference's behaviour),
+    which with blocks of one group is the audit's fit from the updated weights."""
+    if order not in ("natural", "decreasing"):
+        raise Decline(f"order {order!r}: {library} has natural order and desc_act (decreasing) only")
+    if grid.kind != "gptq":
+        raise Decline(f"{library}: only GPTQ's min/max integer grids are mapped (a symmetric grid δ·{{−K..K}} has "
+                      f"an odd number of levels, {library}'s b-bit grids an even one)")
+    if not grid.perchannel:
+        raise Decline(f"{library}: per-tensor grids are not mapped")
+    group = int(grid.group_size) if grid.group_size else -1
+    if group > 0 and N % group:
+        raise Decline(f"{library}: N={N} is not a multiple of the group size {group}")
+    if group > 0 and not grid.static_groups:
+        blocksize = group
+    return group, blocksize

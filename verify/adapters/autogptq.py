@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audit import Decline
 from . import Adapter, AdapterResult
-from ._gptq_common import class_used, patched, percdamp_for, recording_argsort
+from ._gptq_common import class_setup, class_used, patched, percdamp_for, recording_argsort
 
 INSTALL = ("pip install 'provable-ptq[auto-gptq]' (auto-gptq==0.7.1, torch==2.13.0, transformers==4.40.2) in its "
            "own environment: bash benchmarks/field_audit_envs.sh auto-gptq")
@@ -39,22 +38,11 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     import torch
     from auto_gptq.quantization.gptq import GPTQ
 
-    if order not in ("natural", "decreasing"):
-        raise Decline(f"order {order!r}: AutoGPTQ has natural order and desc_act (decreasing) only")
-    if grid.kind != "gptq":
-        raise Decline("auto-gptq: only GPTQ's min/max integer grids are mapped (a symmetric grid δ·{−K..K} has an "
-                      "odd number of levels, AutoGPTQ's b-bit grids an even one)")
-    if not grid.perchannel:
-        raise Decline("auto-gptq: per-tensor grids are not mapped")
     W = np.array(W, dtype=np.float64, copy=True)
     X = np.array(X, dtype=np.float64, copy=True)
     m, N = X.shape
     n = W.shape[0]
-    group = int(grid.group_size) if grid.group_size else -1
-    if group > 0 and N % group:
-        raise Decline(f"auto-gptq: N={N} is not a multiple of the group size {group}")
-    if group > 0 and not grid.static_groups:
-        blocksize = group  # on-the-fly groups: fitted from W at the lazy block's start (see above)
+    group, blocksize = class_setup("auto-gptq", grid, order, blocksize, N)
     lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float32)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W).float())

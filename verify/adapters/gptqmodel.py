@@ -25,20 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audit import Decline
 from . import Adapter, AdapterResult
-from ._gptq_common import class_used, percdamp_for, recording_argsort
+from ._gptq_common import class_setup, class_used, percdamp_for, recording_argsort
 
 INSTALL = ("pip install 'provable-ptq[gptqmodel]' (gptqmodel==7.7.0, torch==2.14.1) in its own environment: "
            "bash benchmarks/field_audit_envs.sh gptqmodel")
-
-
-def _check_grid(grid):
-    if grid.kind != "gptq":
-        raise Decline("gptqmodel: only GPTQ's min/max integer grids are mapped (a symmetric grid δ·{−K..K} has an "
-                      "odd number of levels, gptqmodel's b-bit grids an even one)")
-    if not grid.perchannel:
-        raise Decline("gptqmodel: per-tensor grids are not mapped")
 
 
 def _quantize(g, lin, D, lam, grid, group, blocksize, order):
@@ -73,20 +64,11 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     from gptqmodel.quantization import QuantizeConfig
     from gptqmodel.quantization.gptq import GPTQ
 
-    if order not in ("natural", "decreasing"):
-        raise Decline(f"order {order!r}: gptqmodel's GPTQ has natural order and desc_act (decreasing) here")
-    _check_grid(grid)
     W = np.array(W, dtype=np.float64, copy=True)
     X = np.array(X, dtype=np.float64, copy=True)
     m, N = X.shape
     n = W.shape[0]
-    group = int(grid.group_size) if grid.group_size else -1
-    if group > 0 and N % group:
-        raise Decline(f"gptqmodel: N={N} is not a multiple of the group size {group}")
-    if group > 0 and not grid.static_groups and blocksize % group == 0 and blocksize != group:
-        # gptqmodel (as the GPTQ reference) fits an on-the-fly group from W as of the start of the lazy
-        # block, not from the updated weights: with blocks of one group both are the same
-        blocksize = group
+    group, blocksize = class_setup("gptqmodel", grid, order, blocksize, N)
     lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W))
@@ -119,19 +101,12 @@ def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128,
     from gptqmodel.quantization.config import GPTAQConfig
     from gptqmodel.quantization.gptaq import GPTAQ
 
-    if order not in ("natural", "decreasing"):
-        raise Decline(f"order {order!r}: gptqmodel's GPTAQ has natural order and desc_act (decreasing) here")
-    _check_grid(grid)
     W = np.array(W, dtype=np.float64, copy=True)
     X = np.array(X, dtype=np.float64, copy=True)
     Xt = np.array(X_tilde, dtype=np.float64, copy=True)
     m, N = Xt.shape
     n = W.shape[0]
-    group = int(grid.group_size) if grid.group_size else -1
-    if group > 0 and N % group:
-        raise Decline(f"gptqmodel: N={N} is not a multiple of the group size {group}")
-    if group > 0 and not grid.static_groups:
-        blocksize = group
+    group, blocksize = class_setup("gptqmodel", grid, order, blocksize, N)
     lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W))
