@@ -11,6 +11,7 @@ from .ordering import ORDERS
 from .qronos import VARIANTS, qronos
 from .result import QronosResult, QuantResult
 from .rtn import rtn
+from .streams import SplitMix64
 from .trials import optq_trials
 
 OPTQResult = QuantResult
@@ -20,6 +21,7 @@ __all__ = [
     "qronos",
     "rtn",
     "optq_trials",
+    "SplitMix64",
     "Grid",
     "Alphabet",
     "QuantResult",

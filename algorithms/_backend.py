@@ -70,9 +70,13 @@ def solve_triangular(xp, A, B, *, lower: bool):
 def uniforms(xp, rng, shape, *, like):
     """Uniform draws in [0, 1) of ``shape`` from ``rng`` on the device of ``like``.
 
-    ``rng`` is a ``numpy.random.Generator`` (any backend: the draws are moved to the device)
-    or a ``cupy.random.Generator`` (CuPy arrays only).
+    ``rng`` is a ``numpy.random.Generator`` (any backend: the draws are moved to the device),
+    a ``cupy.random.Generator`` (CuPy arrays only) or an :class:`algorithms.SplitMix64`.
     """
+    from .streams import SplitMix64
+
+    if isinstance(rng, SplitMix64):
+        return rng.random(shape, xp=xp, like=like)
     if isinstance(rng, np.random.Generator):
         u = rng.random(shape)
         if is_numpy_namespace(xp):
@@ -85,8 +89,9 @@ def uniforms(xp, rng, shape, *, like):
     if is_cupy_namespace(xp) and type(rng).__module__.startswith("cupy"):
         return rng.random(shape)
     raise TypeError(
-        "rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)) "
-        f"or, for CuPy arrays, a cupy.random.Generator; got {type(rng).__name__}"
+        "rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), an "
+        "algorithms.SplitMix64(seed) or, for CuPy arrays, a cupy.random.Generator; "
+        f"got {type(rng).__name__}"
     )
 
 

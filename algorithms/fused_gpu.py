@@ -25,41 +25,36 @@ The rounding arithmetic uses the IEEE round-to-nearest intrinsics (``__fdiv_rn``
 ...) in the same order as :mod:`algorithms.rounding`, so that it is never contracted into an FMA
 and equals the generic path for the same inputs; the updates may use FMA (floating point only).
 
-Stochastic rounding, ``PTQ_FUSED_RNG`` selects the uniforms:
+Stochastic rounding reads the uniforms the caller's ``rng`` defines (:mod:`algorithms.streams`),
+so the kernel and the generic loop give the same result for the same ``rng``:
 
-* ``counter`` (default): ``U[t, i] = (splitmix64(seed + (t·n + i + 1)·γ) >> 11)·2⁻⁵³``, with
-  ``γ = 0x9E3779B97F4A7C15`` (the SplitMix64 sequence read at the counter ``t·n + i``; ``t`` is
-  the processing position, ``i`` the row). The 64-bit ``seed`` is built from two draws
-  ``rng.random(2)`` of the caller's ``rng`` (a ``numpy.random.Generator`` or a
-  ``cupy.random.Generator``). The stream differs from the generic path's (which draws an
-  ``N × n`` float64 array from ``rng``); both are exact Uniform[0, 1) on a 2⁻⁵³ grid compared in
-  float64 with the fractional part, so both roundings are unbiased.
-* ``host``: the same ``N × n`` uniforms as the generic path (``algorithms._backend.uniforms``),
-  so that a fused run can be compared with a generic run entry for entry.
+* a ``numpy.random.Generator`` (or ``cupy.random.Generator``): the ``N × n`` array
+  ``rng.random((N, n))``, drawn up front as the generic loop draws it;
+* an :class:`algorithms.SplitMix64`: ``U[t, i]`` computed in the kernel from the counter
+  ``t·n + i`` (``(splitmix64(s + (t·n + i + 1)·γ) >> 11)·2⁻⁵³``, ``s`` the draw's seed), with no
+  ``N × n`` array in memory.
 
-Switches: ``PTQ_FUSED=0`` (or ``loop.run_columns(..., fused=False)``) forces the generic loop;
-``PTQ_FUSED=require`` (or ``fused=True``) insists on this kernel (``RuntimeError`` when it cannot
-be used); the default, ``auto``, uses it for CuPy arrays when it supports the grid and dtype, and
-falls back to the generic loop with a warning if it cannot be compiled.
+Kernel choice: the algorithms' ``kernel`` argument (``"auto"``: this kernel for CuPy arrays when it
+supports the grid and dtype, the generic loop otherwise or, with a warning, when it cannot be
+compiled; ``"fused"``: this kernel or a ``RuntimeError``; ``"generic"``: the array-API loop).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import numpy as np
 from array_api_compat import is_cupy_namespace
 
-from ._backend import dtype_name, to_numpy, uniforms
+from ._backend import dtype_name, uniforms
+from .streams import SplitMix64
 
-__all__ = ["wanted", "supported", "run_blocked", "drive", "kernel_source", "seed_from_rng",
+__all__ = ["wanted", "supported", "run_blocked", "drive", "kernel_source",
            "KERNEL_SOURCE", "ROWS", "MAX_BLOCK"]
 
 ROWS = 32  # rows of W per thread block (one warp)
 MAX_BLOCK = 256  # most columns per kernel: 256 × 32 × 8 bytes = 64 KiB of shared memory (float64)
-GAMMA = 0x9E3779B97F4A7C15
 
 KERNEL_SOURCE = r"""
 // OPTQ: one block of B columns for all rows; one thread per row. `real` is float or double.
@@ -176,23 +171,6 @@ def kernel_source(dtype_name: str) -> str:
     return _PRELUDE[dtype_name] + KERNEL_SOURCE
 
 
-def _env_fused() -> str:
-    """``PTQ_FUSED``: ``0`` (generic loop), ``require`` (the kernel or an error), else ``auto``."""
-    v = os.environ.get("PTQ_FUSED", "auto").strip().lower()
-    if v in ("0", "false", "no", "off", "generic"):
-        return "off"
-    if v in ("require", "required", "force"):
-        return "require"
-    return "auto"
-
-
-def _env_rng() -> str:
-    v = os.environ.get("PTQ_FUSED_RNG", "counter").strip().lower()
-    if v not in ("counter", "host"):
-        raise ValueError(f"PTQ_FUSED_RNG must be 'counter' or 'host', got {v!r}")
-    return v
-
-
 def supported(cg, dtype) -> str | None:
     """``None`` when the kernel handles this grid and dtype, else the reason it does not."""
     if dtype_name(dtype) not in _PRELUDE:
@@ -202,26 +180,22 @@ def supported(cg, dtype) -> str | None:
     return None
 
 
-def wanted(xp, fused, dtype, cg=None) -> bool:
-    """Whether :func:`algorithms.loop.run_columns` should use the fused kernel (see the module docstring).
+def wanted(xp, kernel: str, dtype, cg=None) -> bool:
+    """Whether :func:`algorithms.loop.run_columns` runs this kernel, for the algorithms' ``kernel``
+    argument (see the module docstring).
 
-    In ``auto`` mode a kernel that fails to compile (an unusual CUDA toolchain) gives a warning
-    and the generic loop; nothing has been modified at that point.
+    ``"auto"``: CuPy arrays whose grid and dtype the kernel supports; a kernel that fails to compile
+    (an unusual CUDA toolchain) gives a warning and the generic loop (nothing has been modified at
+    that point). ``"fused"``: the kernel, or a ``RuntimeError`` that says why not.
     """
-    if fused is False:
+    if kernel == "generic":
         return False
-    env = _env_fused()
-    if fused is None and env == "off":
-        return False
-    reason = None
-    if not is_cupy_namespace(xp):
-        reason = "the arrays are not CuPy arrays"
-    elif cg is not None:
-        reason = supported(cg, dtype)
-    strict = fused is True or env == "require"
+    strict = kernel == "fused"
+    reason = "the arrays are not CuPy arrays" if not is_cupy_namespace(xp) else (
+        supported(cg, dtype) if cg is not None else None)
     if reason is not None:
-        if strict and not (fused is None and reason.startswith("the arrays")):
-            raise RuntimeError(f"the fused GPU kernel cannot be used: {reason}")
+        if strict:
+            raise RuntimeError(f"kernel='fused' cannot be used: {reason}")
         return False
     try:
         _kernel(dtype_name(dtype))
@@ -246,15 +220,6 @@ def _kernel(name: str):
         mod = cupy.RawModule(code=kernel_source(name), options=("--std=c++14",))
         _CACHE[key] = mod.get_function("optq_block")
     return _CACHE[key]
-
-
-def seed_from_rng(rng) -> int:
-    """A 64-bit seed from two uniforms of ``rng`` (NumPy or CuPy ``Generator``)."""
-    if rng is None:
-        raise ValueError("rounding='stochastic' needs rng=numpy.random.default_rng(seed)")
-    u = np.asarray(to_numpy(rng.random(2)), dtype=np.float64)
-    hi, lo = (int(v * 2.0 ** 32) & 0xFFFFFFFF for v in u)
-    return (hi << 32) | lo
 
 
 def _shared_row_layout(cg, n):
@@ -304,12 +269,12 @@ def drive(ap, launch, Wp, M, cg, Qp, Cp, *, rounding, rng, first, bounds, host_u
     mode, seed = 0, 0
     Uin = ap.zeros((1,), dtype=ap.float64)
     if rounding == "stochastic":
-        if _env_rng() == "host":
+        if isinstance(rng, SplitMix64):  # the counter stream, computed in the kernel
+            mode = 1
+            seed = rng.take(N * n)
+        else:  # the generic loop's N × n uniforms
             mode = 2
             Uin = ap.ascontiguousarray(ap.asarray(host_uniforms((N, n)), dtype=ap.float64))
-        else:
-            mode = 1
-            seed = seed_from_rng(rng)
     has_first = first is not None
     fv = ap.ascontiguousarray(ap.asarray(first, dtype=Wp.dtype)) if has_first else ap.zeros((1,), dtype=Wp.dtype)
     finite = not (math.isinf(cg.qmin) and math.isinf(cg.qmax))

@@ -40,18 +40,19 @@ from .ordering import resolve_order
 from .rounding import round_nearest, round_stochastic
 from .validation import check_choice, check_int
 
-__all__ = ["METHODS", "ROUNDINGS", "FORMS", "INNER", "Factor", "Columns", "check_options", "check_representable", "start",
+__all__ = ["METHODS", "ROUNDINGS", "KERNELS", "FORMS", "INNER", "Factor", "Columns", "check_options", "check_representable", "start",
            "permute", "factor", "run_columns", "quantizer", "unpermute", "block_bounds", "sub_bounds"]
 
 METHODS = ("blocked", "cholesky", "inverse", "ridge")
 ROUNDINGS = ("nearest", "stochastic")
+KERNELS = ("auto", "fused", "generic")
 INNER = 32  # sub-block width of the blocked form (tuned on a 2-core CPU: 8..32 within 10%)
 
 
 # -- checks and the loop's start ---------------------------------------------------------------------
 
 
-def check_options(grid, n, N, rounding, rng, block_size, method, dead):
+def check_options(grid, n, N, rounding, rng, block_size, method, dead, kernel="auto"):
     """The options every entry point shares; returns the ones recorded in ``result.options``."""
     if not isinstance(grid, Grid):
         raise TypeError(
@@ -63,6 +64,9 @@ def check_options(grid, n, N, rounding, rng, block_size, method, dead):
     check_choice("method", method, METHODS)
     check_choice("dead", dead, ("zero", "keep"))
     check_int("block_size", block_size, lo=1)
+    check_choice("kernel", kernel, KERNELS)
+    if kernel == "fused" and method != "blocked":
+        raise ValueError(f"kernel='fused' runs the lazy-batch form only: use method='blocked' (got {method!r})")
     if rounding == "stochastic" and rng is None:
         raise ValueError("rounding='stochastic' needs rng=numpy.random.default_rng(seed)")
     return {"block_size": int(block_size), "method": method, "dead": dead}
@@ -157,7 +161,7 @@ class Columns:
 
 
 def run_columns(xp, W0, F: Factor, perm, grid, *, rounding, rng, block_size, W_fit, W_static, first=None,
-                fused=None):
+                kernel="auto"):
     """The column loop from the starting weights ``W0`` (``n × N``, original order) with the factor
     ``F`` of the permuted ``H_λ`` (:func:`factor`); returns the working arrays in processing order
     (:func:`unpermute` turns them into a result's fields).
@@ -167,10 +171,10 @@ def run_columns(xp, W0, F: Factor, perm, grid, *, rounding, rng, block_size, W_f
     current weight minus the rounded value. ``W_fit``/``W_static``: the weights GPTQ grids are fitted
     to (per row / static groups).
 
-    ``fused`` (private): ``None`` uses the fused GPU kernel of :mod:`algorithms.fused_gpu` for
-    CuPy arrays with the ``"blocked"`` form unless the environment variable ``PTQ_FUSED=0`` is set
-    (``PTQ_FUSED=require``: the kernel or an error); ``False`` forces the generic array-API loop;
-    ``True`` requires the fused kernel.
+    ``kernel``: ``"auto"`` runs the fused GPU kernel of :mod:`algorithms.fused_gpu` for CuPy arrays
+    with the ``"blocked"`` form when it supports the grid and dtype; ``"generic"`` the array-API
+    loop; ``"fused"`` the kernel or an error. The uniforms of stochastic rounding are the same on
+    both paths (:mod:`algorithms.streams`).
     """
     n, N = W0.shape
     dev = device_of(W0)
@@ -181,7 +185,7 @@ def run_columns(xp, W0, F: Factor, perm, grid, *, rounding, rng, block_size, W_f
     cg = ColumnGrid(xp, grid, n=n, N=N, order=perm, W_fit=W_fit, W_static=W_static, dtype=dtype, device=dev)
     Qp = xp.empty((N, n), dtype=dtype, device=dev)
     Cp = xp.empty((N, n), dtype=xp.bool, device=dev)
-    if F.method == "blocked" and fused_gpu.wanted(xp, fused, dtype, cg):
+    if F.method == "blocked" and fused_gpu.wanted(xp, kernel, dtype, cg):
         E = fused_gpu.run_blocked(xp, Wp, F.M, cg, Qp, Cp, rounding=rounding, rng=rng, first=first,
                                   bounds=block_bounds(N, min(block_size, fused_gpu.MAX_BLOCK), cg))
         hdiag = F.d

@@ -47,6 +47,7 @@ def optq(
     block_size: int = 128,
     method: str = "blocked",
     dead: str = "zero",
+    kernel: str = "auto",
 ) -> QuantResult:
     """Quantize the rows of ``W`` (``n × N``) with OPTQ on calibration data ``X`` (``m × N``).
 
@@ -57,11 +58,15 @@ def optq(
         ``λ = percdamp · mean diag((2/m)XᵀX) · m/2``). The λ used is ``result.lam``.
     order : ``"natural"``, ``"decreasing"`` (GPTQ's act_order), ``"increasing"``, ``"random"``
         (needs ``rng``) or a permutation.
-    rounding : ``"nearest"`` or ``"stochastic"`` (needs ``rng``, a ``numpy.random.Generator``).
+    rounding : ``"nearest"`` or ``"stochastic"`` (needs ``rng``: a ``numpy.random.Generator``, or an
+        :class:`algorithms.SplitMix64` counter stream; the uniforms are the same on every kernel).
     block_size : columns per lazy batch (``method="blocked"``).
     method : update form, see the module docstring.
     dead : ``"zero"`` (GPTQ: weights of features with ``‖X_t‖ = 0`` are zeroed and their Hessian
         diagonal set to GPTQ's 1) or ``"keep"``.
+    kernel : ``"auto"`` (the fused GPU kernel for CuPy arrays where it applies, else the generic
+        loop), ``"fused"`` (that kernel or an error) or ``"generic"`` (the array-API loop). Results
+        agree up to floating-point rounding of the updates.
 
     Returns
     -------
@@ -69,7 +74,7 @@ def optq(
     order; ``order``; ``saturated``; ``lam``; ``alphabet``; ...).
     """
     xp = check_layer(W, X)
-    opts = loop.check_options(grid, *W.shape, rounding, rng, block_size, method, dead)
+    opts = loop.check_options(grid, *W.shape, rounding, rng, block_size, method, dead, kernel)
     check_lambda(lam, percdamp)
     # H = XᵀX + λI (dead features: H_tt = GPTQ's 1, weights 0); the order π (act_order: by diag H)
     W0, H, lam_used, dead_mask, perm = loop.start(xp, W, X, grid, lam=lam, percdamp=percdamp, dead=dead,
@@ -78,7 +83,7 @@ def optq(
     F = loop.factor(xp, loop.permute(xp, H, perm), lam_used, method=method)
     # for t in π: q_t = Q(w_t), e_t = w_t − q_t, w_{>t} −= e_t U_{t,>t}/U_tt
     cols = loop.run_columns(xp, W0, F, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
-                            W_fit=W, W_static=W0)
+                            W_fit=W, W_static=W0, kernel=kernel)
     # Q back in the original feature order
     return QuantResult(
         lam=lam_used, grid=grid, W0=W0, dead=dead_mask, rounding=rounding, algorithm="optq",

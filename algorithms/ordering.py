@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from ._backend import to_numpy
+from .streams import SplitMix64
 
 __all__ = ["resolve_order", "ORDERS"]
 
@@ -32,9 +33,10 @@ def resolve_order(xp, order, diag, N: int, *, rng=None, device=None):
             d = to_numpy(diag).astype(np.float64)
             p = np.argsort(-d if order == "decreasing" else d, kind="stable")
         elif order == "random":
-            if not isinstance(rng, np.random.Generator):
+            if not isinstance(rng, (np.random.Generator, SplitMix64)):
                 raise ValueError(
-                    "order='random' needs rng=numpy.random.default_rng(seed) to draw the permutation"
+                    "order='random' needs rng=numpy.random.default_rng(seed) (or algorithms.SplitMix64(seed)) "
+                    "to draw the permutation"
                 )
             p = rng.permutation(N)
         else:

@@ -44,6 +44,7 @@ def qronos(
     rng=None,
     block_size: int = 128,
     method: str = "blocked",
+    kernel: str = "auto",
 ) -> QronosResult:
     """Quantize ``W`` (``n × N``) with Qronos on float inputs ``X`` and mismatched inputs ``X_tilde``.
 
@@ -60,7 +61,7 @@ def qronos(
     xp = check_layer(W, X, X_tilde)
     n, N = W.shape
     check_choice("variant", variant, VARIANTS)
-    opts = loop.check_options(grid, n, N, rounding, rng, block_size, method, "keep")
+    opts = loop.check_options(grid, n, N, rounding, rng, block_size, method, "keep", kernel)
     check_lambda(lam, percdamp)
     dtype = W.dtype
     dev = device_of(W)
@@ -104,7 +105,7 @@ def qronos(
     F = loop.factor(xp, Hp, lam_used, method=method, name="X_tilde", U=U)
     del U, Hp
     cols = loop.run_columns(xp, W_hat, F, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
-                            W_fit=W, W_static=W, first=first)
+                            W_fit=W, W_static=W, first=first, kernel=kernel)
     return QronosResult(
         lam=lam_used, grid=grid, W0=W_hat, dead=dead_mask, rounding=rounding, algorithm="qronos",
         m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",

@@ -21,14 +21,15 @@ __all__ = ["optq_trials"]
 
 def optq_trials(w, X, *, grid: Grid, trials: int, rng, lam: float | None = None, percdamp: float | None = None,
                 order="natural", block_size: int = 128, batch_rows: int | None = None,
-                dead: str = "zero") -> QuantResult:
+                dead: str = "zero", kernel: str = "auto") -> QuantResult:
     """``trials`` independent stochastic OPTQ runs of the weight vector ``w`` (length ``N``, or a
     ``1 × N`` array) on calibration data ``X`` (``m × N``).
 
     Returns one :class:`QuantResult` whose row ``r`` is trial ``r`` (``Q``, ``errors``, ``z``,
     ``saturated``, ... all with ``trials`` rows). ``grid``: as in :func:`algorithms.optq`; a
     per-row symmetric ``delta`` must be a scalar or ``1 × 1``. ``batch_rows`` bounds the rows
-    quantized at once (default: all).
+    quantized at once (default: all). ``rng``, ``kernel``: as in :func:`algorithms.optq` (the
+    batches draw from ``rng`` one after another).
     """
     trials = check_int("trials", trials, lo=1)
     if batch_rows is None:
@@ -43,7 +44,7 @@ def optq_trials(w, X, *, grid: Grid, trials: int, rng, lam: float | None = None,
     check_lambda(lam, percdamp)
     if rng is None:
         raise ValueError("optq_trials needs rng=numpy.random.default_rng(seed) (stochastic rounding)")
-    opts = loop.check_options(grid, 1, N, "stochastic", rng, block_size, "blocked", dead)
+    opts = loop.check_options(grid, 1, N, "stochastic", rng, block_size, "blocked", dead, kernel)
     w0, H, lam_used, dead_mask, perm = loop.start(xp, w, X, grid, lam=lam, percdamp=percdamp, dead=dead,
                                                   order=order, rng=rng)
     F = loop.factor(xp, loop.permute(xp, H, perm), lam_used, method="blocked")  # once for every batch
@@ -54,7 +55,7 @@ def optq_trials(w, X, *, grid: Grid, trials: int, rng, lam: float | None = None,
         b = min(batch_rows, trials - r0)
         Wb = xp.asarray(xp.broadcast_to(w0, (b, N)), copy=True)
         cols = loop.run_columns(xp, Wb, F, perm, _grid_for_rows(xp, grid, b), rounding="stochastic", rng=rng,
-                                block_size=block_size, W_fit=Wb, W_static=Wb)
+                                block_size=block_size, W_fit=Wb, W_static=Wb, kernel=kernel)
         outs.append(loop.unpermute(xp, cols, perm))
     cat = (lambda k: outs[0][k]) if len(outs) == 1 else (lambda k: xp.concat([o[k] for o in outs], axis=0))
     alpha = Alphabet(scale=_cat_alpha(xp, outs, "scale"), zero=_cat_alpha(xp, outs, "zero"),

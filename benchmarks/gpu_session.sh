@@ -9,7 +9,7 @@
 #   3. GPU tests: every test marked `gpu` (the CuPy backend of the `xp` fixture across the suite,
 #      and tests/test_gpu_fused.py's real-kernel tests), not `slow`/`llm`       -> $OUT/gpu-tests.log, .xml
 #   4. `ptq-bounds bench --device gpu` on the five default shapes                 -> $OUT/bench_gpu.json, .log
-#   5. the generic array-API loop on CuPy (PTQ_FUSED=0) at 4096², for the speed-up of the kernel
+#   5. the generic array-API loop on CuPy (--kernel generic) at 4096², for the speed-up of the kernel
 #                                                                                  -> $OUT/bench_gpu_generic.json
 # Exit status: 0 when the tests passed and the benchmark ran; the logs say what failed otherwise.
 # Commit $OUT/bench_gpu.json as benchmarks/results/bench_gpu_<timestamp>.json afterwards.
@@ -96,9 +96,9 @@ cat "$OUT/bench_gpu.log" | tee -a "$OUT/session.log" | tail -40
 # -- 5. the generic loop on CuPy, for comparison --------------------------------------------------------
 left=$(( 560 - ($(date +%s) - T0) ))
 if [ $left -gt 30 ]; then
-  log "generic array-API loop on CuPy (PTQ_FUSED=0), 4096x4096, deterministic (limit ${left}s)"
-  PTQ_FUSED=0 timeout $left "$PY" -c "import sys; from verify.cli import main; sys.exit(main(sys.argv[1:]))" \
-    bench --device gpu --shapes 4096x4096 --cases deterministic --repeats 2 --warmup 0 --no-floor \
+  log "generic array-API loop on CuPy (--kernel generic), 4096x4096, deterministic (limit ${left}s)"
+  timeout $left "$PY" -c "import sys; from verify.cli import main; sys.exit(main(sys.argv[1:]))" \
+    bench --device gpu --kernel generic --shapes 4096x4096 --cases deterministic --repeats 2 --warmup 0 --no-floor \
     --no-memory --mc-trials 0 --json "$OUT/bench_gpu_generic.json" --no-progress >"$OUT/bench_gpu_generic.log" 2>&1
   log "generic bench exit $?: $(grep -m1 'optq deterministic' "$OUT/bench_gpu_generic.log")"
 else

@@ -8,8 +8,9 @@ Three layers, so that most of it is checked on a machine without a GPU:
    exact because rows never communicate), is driven by the very host code of the fused path
    (``fused_gpu.drive``) on NumPy arrays and compared with the generic loop: every grid family,
    order, rounding mode, Qronos' first-column override, float32/float64, shapes that do not
-   divide the kernel's tiles. The counter-based RNG is checked bit for bit against a NumPy
-   SplitMix64, and statistically (unbiased, two-point distribution).
+   divide the kernel's tiles. With ``rng=SplitMix64(seed)`` the kernel computes the counter stream
+   itself; it is checked bit for bit against the generic loop fed the same stream
+   (:class:`algorithms.SplitMix64` computed by NumPy), and statistically (unbiased, two-point).
 3. On a GPU with CuPy (the device session): the real kernel against the generic loop on CuPy.
 """
 
@@ -24,8 +25,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from algorithms import Grid, optq, qronos
-from algorithms import fused_gpu
+from algorithms import Grid, SplitMix64, fused_gpu, optq, qronos, streams
 
 from conftest import cupy_ready
 from test_gpu_loop import GRIDS, assert_same_run, make_layer
@@ -158,7 +158,7 @@ def _host_runner(libs, broadcast_rows=False):
 @pytest.fixture
 def emulated(host_kernels, monkeypatch):
     """Route loop.run_columns' fused branch, for NumPy inputs, to the CPU-compiled kernel."""
-    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, fused, dtype, cg=None: fused is not False
+    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, kernel, dtype, cg=None: kernel != "generic"
                         and fused_gpu.supported(cg, dtype) is None)
     monkeypatch.setattr(fused_gpu, "run_blocked", _host_runner(host_kernels))
     return monkeypatch
@@ -170,11 +170,8 @@ def _run(alg, W, X, Xt, grid, **kw):
     return qronos(W, X, Xt, grid=grid, variant=alg.split("-")[1], **kw)
 
 
-def _generic(alg, W, X, Xt, grid, monkeypatch, **kw):
-    with monkeypatch.context() as m:
-        m.setenv("PTQ_FUSED", "0")
-        m.setattr(fused_gpu, "wanted", lambda *a, **k: False)
-        return _run(alg, W, X, Xt, grid, **kw)
+def _generic(alg, W, X, Xt, grid, **kw):
+    return _run(alg, W, X, Xt, grid, kernel="generic", **kw)
 
 
 SHAPES = [(33, 64, 90), (40, 112, 80), (5, 48, 30), (70, 96, 60)]  # n not a multiple of 32; N = 7·16
@@ -188,7 +185,7 @@ def test_emulated_kernel_equals_generic_nearest(emulated, dtype, alg):
         for gname, grid in GRIDS(n, N).items():
             for order, bs in (("natural", 128), ("decreasing", 40)):
                 kw = dict(lam=0.5, order=order, block_size=bs)
-                ref = _generic(alg, W, X, Xt, grid, emulated, **kw)
+                ref = _generic(alg, W, X, Xt, grid, **kw)
                 res = _run(alg, W, X, Xt, grid, **kw)
                 try:
                     assert_same_run(ref, res)
@@ -199,15 +196,14 @@ def test_emulated_kernel_equals_generic_nearest(emulated, dtype, alg):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("alg", ["optq", "qronos-original"])
 def test_emulated_kernel_host_uniforms_equals_generic(emulated, dtype, alg):
-    """PTQ_FUSED_RNG=host: the fused path consumes the generic path's uniforms, entry for entry."""
-    emulated.setenv("PTQ_FUSED_RNG", "host")
+    """A numpy Generator: the fused path consumes the generic path's uniforms, entry for entry."""
     for (n, N, m) in SHAPES[:3]:
         W, X, Xt = make_layer(n, N, m, dtype, seed=3 * n + N)
         for gname in ("sym", "dZ", "gptq4", "g16", "g16-asym", "g16-static"):
             grid = GRIDS(n, N)[gname]
             for order in ("natural", "random"):
                 kw = dict(lam=0.5, order=order, rounding="stochastic")
-                ref = _generic(alg, W, X, Xt, grid, emulated, rng=np.random.default_rng(9), **kw)
+                ref = _generic(alg, W, X, Xt, grid, rng=np.random.default_rng(9), **kw)
                 res = _run(alg, W, X, Xt, grid, rng=np.random.default_rng(9), **kw)
                 R = np.random.default_rng(9)
                 if order == "random":
@@ -217,13 +213,13 @@ def test_emulated_kernel_host_uniforms_equals_generic(emulated, dtype, alg):
 
 def test_emulated_kernel_broadcast_row_grid(host_kernels, monkeypatch):
     """Per-row grids given as one broadcast row vector (stride 0 over the columns) work too."""
-    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, fused, dtype, cg=None: fused is not False)
+    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, kernel, dtype, cg=None: kernel != "generic")
     monkeypatch.setattr(fused_gpu, "run_blocked", _host_runner(host_kernels, broadcast_rows=True))
     n, N, m = 40, 112, 80
     W, X, Xt = make_layer(n, N, m, "float32", seed=2)
     for gname in ("sym", "sym-row", "gptq4", "gptq3-asym", "g16", "g16-static"):
         grid = GRIDS(n, N)[gname]
-        ref = _generic("optq", W, X, Xt, grid, monkeypatch, lam=0.5)
+        ref = _generic("optq", W, X, Xt, grid, lam=0.5)
         res = _run("optq", W, X, Xt, grid, lam=0.5)
         assert_same_run(ref, res)
 
@@ -232,28 +228,43 @@ def splitmix_uniforms(seed: int, N: int, n: int) -> np.ndarray:
     """NumPy reference of the kernel's counter RNG: U[t, i] from counter k = t·n + i."""
     k = np.arange(N * n, dtype=np.uint64).reshape(N, n)
     with np.errstate(over="ignore"):
-        z = np.uint64(seed) + (k + np.uint64(1)) * np.uint64(fused_gpu.GAMMA)
+        z = np.uint64(seed) + (k + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
+def test_splitmix_stream_is_the_documented_formula():
+    """algorithms.SplitMix64 draws are the formula (checked against a plain transcription here),
+    consecutive draws continue the sequence, and the kernel's seed for a draw is the stream's."""
+    assert streams.GAMMA == 0x9E3779B97F4A7C15
+    assert "0x9E3779B97F4A7C15ULL" in fused_gpu.KERNEL_SOURCE
+    r = SplitMix64(0xDEADBEEF)
+    a, b = r.random((3, 5)), r.random(7)
+    full = splitmix_uniforms(0xDEADBEEF, 1, 22).ravel()
+    assert np.array_equal(np.concatenate([a.ravel(), b]), full)
+    r2 = SplitMix64(0xDEADBEEF)
+    r2.take(15)
+    assert np.array_equal(splitmix_uniforms(r2.take(7), 1, 7).ravel(), b)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_emulated_counter_rng_is_splitmix(emulated, dtype):
-    """The default (counter) stream is exactly the documented SplitMix64 formula, with the seed
-    built from rng.random(2): a generic run fed with those uniforms gives the same result."""
+@pytest.mark.parametrize("alg", ["optq", "qronos-original"])
+def test_emulated_counter_stream_equals_generic(emulated, dtype, alg):
+    """rng=SplitMix64: the kernel computes U[t, i] from the counter; the generic loop computes the
+    same stream with NumPy: the runs agree entry for entry (and a stream reused continues)."""
     n, N, m = 33, 64, 90
     W, X, Xt = make_layer(n, N, m, dtype, seed=1)
     for grid in (Grid.gptq(4), Grid.gptq(4, group_size=16), Grid.integers(0.1)):
-        res = optq(W, X, grid=grid, lam=0.5, rounding="stochastic", rng=np.random.default_rng(21))
-        seed = fused_gpu.seed_from_rng(np.random.default_rng(21))
-        U = splitmix_uniforms(seed, N, n)
-        with emulated.context() as mp:
-            mp.setattr(fused_gpu, "wanted", lambda *a, **k: False)
-            mp.setattr(loop_mod, "uniforms", lambda xp, rng, shape, like: U)
-            ref = optq(W, X, grid=grid, lam=0.5, rounding="stochastic", rng=np.random.default_rng(0))
-        assert_same_run(ref, res, uniforms=U)
+        for order in ("natural", "random"):
+            kw = dict(lam=0.5, order=order, rounding="stochastic")
+            r_gen, r_fused = SplitMix64(21), SplitMix64(21)
+            for _ in range(2):  # the second call continues each stream
+                ref = _generic(alg, W, X, Xt, grid, rng=r_gen, **kw)
+                res = _run(alg, W, X, Xt, grid, rng=r_fused, **kw)
+                assert_same_run(ref, res)
+            assert r_gen.drawn == r_fused.drawn
 
 
 def test_splitmix_uniforms_look_uniform():
@@ -277,7 +288,7 @@ def test_emulated_stochastic_rounding_unbiased(emulated):
     X = np.eye(N) * 2.0
     delta = 0.25
     res = optq(W, X, grid=Grid.integers(delta), lam=0.0 + 1e-9, rounding="stochastic",
-               rng=np.random.default_rng(8))
+               rng=SplitMix64(8))  # the counter stream, computed inside the kernel
     Q = res.Q
     lo = np.floor(w / delta) * delta
     frac = w / delta - np.floor(w / delta)
@@ -304,7 +315,7 @@ def test_emulation_catches_kernel_mutants(name, tmp_path, monkeypatch):
     src = fused_gpu.kernel_source("float64")
     assert old in src
     lib = _build_host(tmp_path, "float64", src.replace(old, new))
-    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, fused, dtype, cg=None: fused is not False)
+    monkeypatch.setattr(fused_gpu, "wanted", lambda xp, kernel, dtype, cg=None: kernel != "generic")
     monkeypatch.setattr(fused_gpu, "run_blocked", _host_runner({"float64": lib}))
     n, N, m = 33, 64, 90
     W, X, Xt = make_layer(n, N, m, "float64", seed=7)
@@ -314,7 +325,7 @@ def test_emulation_catches_kernel_mutants(name, tmp_path, monkeypatch):
              ("optq", W, X, Xt, Grid.symmetric(0.1, 40)), ("optq", W_half, X_half, X_half, Grid.symmetric(0.25, 40))]
     caught = []
     for alg, W_, X_, Xt_, grid in cases:
-        ref = _generic(alg, W_, X_, Xt_, grid, monkeypatch, lam=0.5)
+        ref = _generic(alg, W_, X_, Xt_, grid, lam=0.5)
         res = _run(alg, W_, X_, Xt_, grid, lam=0.5)
         try:
             assert_same_run(ref, res, max_diverged=0.0)
@@ -323,17 +334,28 @@ def test_emulation_catches_kernel_mutants(name, tmp_path, monkeypatch):
     assert caught, f"mutant '{name}' survived"
 
 
-def test_fused_switches(monkeypatch):
-    """Generic path is forced by PTQ_FUSED=0 or fused=False; fused=True insists."""
+def test_kernel_argument():
+    """kernel='generic' never uses the kernel; 'fused' insists (an error saying why); 'auto' uses
+    it only for CuPy arrays; bad values are refused by every entry point."""
     import array_api_compat.numpy as xnp
 
-    assert fused_gpu.wanted(xnp, None, np.float32) is False  # not CuPy
-    assert fused_gpu.wanted(xnp, False, np.float32) is False
+    from algorithms import optq_trials
+
+    assert fused_gpu.wanted(xnp, "auto", np.float32) is False  # not CuPy
+    assert fused_gpu.wanted(xnp, "generic", np.float32) is False
     with pytest.raises(RuntimeError, match="not CuPy"):
-        fused_gpu.wanted(xnp, True, np.float32)
-    monkeypatch.setenv("PTQ_FUSED_RNG", "bogus")
-    with pytest.raises(ValueError, match="PTQ_FUSED_RNG"):
-        fused_gpu._env_rng()
+        fused_gpu.wanted(xnp, "fused", np.float32)
+    W, X, Xt = make_layer(4, 8, 12, "float64", seed=0)
+    with pytest.raises(RuntimeError, match="kernel='fused' cannot be used: the arrays are not CuPy"):
+        optq(W, X, grid=Grid.gptq(4), lam=0.5, kernel="fused")
+    for call in (lambda k: optq(W, X, grid=Grid.gptq(4), lam=0.5, kernel=k),
+                 lambda k: qronos(W, X, Xt, grid=Grid.gptq(4), lam=0.5, kernel=k),
+                 lambda k: optq_trials(W[0], X, grid=Grid.gptq(4), trials=2, rng=np.random.default_rng(0),
+                                       lam=0.5, kernel=k)):
+        with pytest.raises(ValueError, match="kernel"):
+            call("cuda")
+    with pytest.raises(ValueError, match="method='blocked'"):
+        optq(W, X, grid=Grid.gptq(4), lam=0.5, kernel="fused", method="cholesky")
 
 
 # -- 3. the real kernel on a GPU -------------------------------------------------------------------
@@ -348,8 +370,7 @@ def _cp(a):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("alg", ["optq", "qronos-original", "qronos-projection"])
-def test_gpu_fused_equals_generic_nearest(dtype, alg, monkeypatch):
-    monkeypatch.setenv("PTQ_FUSED", "require")  # no silent fallback to the generic loop
+def test_gpu_fused_equals_generic_nearest(dtype, alg):
     for (n, N, m) in SHAPES + [(300, 512, 400)]:
         W, X, Xt = (_cp(a) for a in make_layer(n, N, m, dtype, seed=n + N))
         for gname, grid in GRIDS(n, N).items():
@@ -360,8 +381,8 @@ def test_gpu_fused_equals_generic_nearest(dtype, alg, monkeypatch):
             for order in ("natural", "decreasing"):
                 for bs in (128, 40):
                     kw = dict(lam=0.5, order=order, block_size=bs)
-                    ref = _generic(alg, W, X, Xt, grid, monkeypatch, **kw)
-                    res = _run(alg, W, X, Xt, grid, **kw)
+                    ref = _generic(alg, W, X, Xt, grid, **kw)
+                    res = _run(alg, W, X, Xt, grid, kernel="fused", **kw)  # no silent fallback
                     try:
                         assert_same_run(ref, res)
                     except AssertionError as exc:
@@ -371,17 +392,15 @@ def test_gpu_fused_equals_generic_nearest(dtype, alg, monkeypatch):
 @needs_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpu_fused_host_uniforms_equals_generic(dtype, monkeypatch):
-    monkeypatch.setenv("PTQ_FUSED_RNG", "host")
-    monkeypatch.setenv("PTQ_FUSED", "require")
+def test_gpu_fused_host_uniforms_equals_generic(dtype):
     for (n, N, m) in SHAPES[:3]:
         W, X, Xt = (_cp(a) for a in make_layer(n, N, m, dtype, seed=3 * n + N))
         for gname in ("sym", "dZ", "gptq4", "g16", "g16-asym", "g16-static"):
             grid = GRIDS(n, N)[gname]
             for alg in ("optq", "qronos-original"):
                 kw = dict(lam=0.5, order="random", rounding="stochastic")
-                ref = _generic(alg, W, X, Xt, grid, monkeypatch, rng=np.random.default_rng(9), **kw)
-                res = _run(alg, W, X, Xt, grid, rng=np.random.default_rng(9), **kw)
+                ref = _generic(alg, W, X, Xt, grid, rng=np.random.default_rng(9), **kw)
+                res = _run(alg, W, X, Xt, grid, rng=np.random.default_rng(9), kernel="fused", **kw)
                 R = np.random.default_rng(9)
                 R.permutation(N)
                 assert_same_run(ref, res, uniforms=R.random((N, n)))
@@ -389,27 +408,22 @@ def test_gpu_fused_host_uniforms_equals_generic(dtype, monkeypatch):
 
 @needs_gpu
 @pytest.mark.gpu
-def test_gpu_counter_rng_is_splitmix(monkeypatch):
-    monkeypatch.setenv("PTQ_FUSED", "require")
+@pytest.mark.parametrize("alg", ["optq", "qronos-original"])
+def test_gpu_counter_stream_equals_generic(alg):
+    """rng=SplitMix64: the kernel's in-kernel stream equals CuPy's generic loop on the same stream."""
     n, N, m = 70, 96, 90
-    W, X, _ = make_layer(n, N, m, "float32", seed=1)
-    import cupy
-
-    res = optq(cupy.asarray(W), cupy.asarray(X), grid=Grid.gptq(4, group_size=32), lam=0.5,
-               rounding="stochastic", rng=np.random.default_rng(21))
-    U = splitmix_uniforms(fused_gpu.seed_from_rng(np.random.default_rng(21)), N, n)
-    monkeypatch.setattr(loop_mod, "uniforms", lambda xp, rng, shape, like: U)
-    ref = optq(W, X, grid=Grid.gptq(4, group_size=32), lam=0.5, rounding="stochastic",
-               rng=np.random.default_rng(0))
-    assert_same_run(ref, res, uniforms=U)
+    W, X, Xt = (_cp(a) for a in make_layer(n, N, m, "float32", seed=1))
+    g = Grid.gptq(4, group_size=32)
+    ref = _generic(alg, W, X, Xt, g, lam=0.5, rounding="stochastic", rng=SplitMix64(21))
+    res = _run(alg, W, X, Xt, g, lam=0.5, rounding="stochastic", rng=SplitMix64(21), kernel="fused")
+    assert_same_run(ref, res)
 
 
 @needs_gpu
 @pytest.mark.gpu
-def test_gpu_stochastic_unbiased_and_cupy_generator(monkeypatch):
+def test_gpu_stochastic_unbiased_every_stream():
     import cupy
 
-    monkeypatch.setenv("PTQ_FUSED", "require")
     from scipy import stats
 
     R, N = 20000, 16
@@ -418,8 +432,8 @@ def test_gpu_stochastic_unbiased_and_cupy_generator(monkeypatch):
     W = cupy.asarray(np.tile(w, (R, 1)))
     X = cupy.asarray(np.eye(N) * 2.0)
     delta = 0.25
-    for gen in (np.random.default_rng(8), cupy.random.default_rng(8)):
-        Q = optq(W, X, grid=Grid.integers(delta), lam=1e-9, rounding="stochastic", rng=gen).Q.get()
+    for gen in (np.random.default_rng(8), cupy.random.default_rng(8), SplitMix64(8)):
+        Q = optq(W, X, grid=Grid.integers(delta), lam=1e-9, rounding="stochastic", rng=gen, kernel="fused").Q.get()
         lo = np.floor(w / delta) * delta
         frac = w / delta - np.floor(w / delta)
         assert np.all(np.isclose(Q, lo) | np.isclose(Q, lo + delta))
@@ -430,7 +444,7 @@ def test_gpu_stochastic_unbiased_and_cupy_generator(monkeypatch):
 
 @needs_gpu
 @pytest.mark.gpu
-def test_gpu_generic_path_forced_by_env(monkeypatch):
+def test_gpu_kernel_argument_selects_the_path(monkeypatch):
     import cupy
 
     W, X, _ = make_layer(40, 64, 50, "float32", seed=4)
@@ -439,8 +453,7 @@ def test_gpu_generic_path_forced_by_env(monkeypatch):
     monkeypatch.setattr(fused_gpu, "run_blocked", lambda *a, **k: calls.append(1) or real(*a, **k))
     optq(cupy.asarray(W), cupy.asarray(X), grid=Grid.gptq(4), lam=0.5)
     assert calls == [1]
-    monkeypatch.setenv("PTQ_FUSED", "0")
-    optq(cupy.asarray(W), cupy.asarray(X), grid=Grid.gptq(4), lam=0.5)
+    optq(cupy.asarray(W), cupy.asarray(X), grid=Grid.gptq(4), lam=0.5, kernel="generic")
     assert calls == [1]
 
 

@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,28 @@ FLOOR_DEFINITION = (
     "L^-T L^-1]; Cholesky factor of H^-1 (GPTQ's upper factor; computed as the lower factor of the "
     "same triangle, same flops); one dense GEMM W @ U (n x N times N x N)"
 )
+
+
+DEFINITIONS = {
+    "optq": "algorithms.loop from the damped Hessian (order, permutation, Cholesky + "
+            "triangular inverse, column loop, result fields); H = XᵀX untimed",
+    "floor": FLOOR_DEFINITION,
+    "ratio": "optq median / floor total (cpu_ratio_to_floor: the same with process CPU seconds)",
+    "reference": "verify.bench_reference.fasterquant: the reference GPTQ loop transcribed in PyTorch "
+                 "(min/max 4-bit symmetric grid, percdamp 0.01, lazy blocks of --block-size; act_order+g128: "
+                 "act_order and groups refitted at each group start), from GPTQ's H = (2/m)XᵀX (untimed) "
+                 "to Q, same W, X, dtype and device; ratio_to_reference = optq median / reference median, "
+                 "reference ratio_to_floor = reference median / floor total",
+    "monte_carlo": "algorithms.trials.optq_trials(w, X, trials=R, batch_rows=B), whole call "
+                   "(Hessian of X with m = N rows, factorization, R stochastic runs); trials/s = R / median; "
+                   "setup_s = the same call with one trial; marginal_trials_per_s = (R - 1) / (median - setup_s)",
+    "memory": "peak bytes allocated during one deterministic run (GPU: CuPy pool mallocs; CPU: "
+              "tracemalloc), excluding the inputs W and H; ratio_incl_inputs = (peak + bytes(W) + "
+              "bytes(H)) / (bytes(W) + bytes(H))",
+    "stochastic_stream": "the rng of stochastic rounding: generator = numpy.random.default_rng(seed) "
+                         "(N × n uniforms drawn up front), splitmix = algorithms.SplitMix64(seed) "
+                         "(counter stream, computed inside the fused GPU kernel)",
+}
 
 
 def add_arguments(p):
@@ -89,6 +112,11 @@ def add_arguments(p):
     p.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the reference GPTQ loop (verify.bench_reference, PyTorch) timed side by side")
+    p.add_argument("--kernel", choices=("auto", "fused", "generic"), default="auto",
+                   help="the algorithms' kernel argument: auto (the fused GPU kernel on --device gpu), "
+                        "fused, or generic (the array-API loop, for the kernel's speed-up)")
+    p.add_argument("--stream", choices=("generator", "splitmix"), default=None,
+                   help="rng of the stochastic case (default cpu generator, gpu splitmix)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
                    help="directory of the JSON results (default benchmarks/results/)")
@@ -328,8 +356,7 @@ def _versions(dev):
 
 
 def _env():
-    keys = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PTQ_FUSED", "PTQ_FUSED_RNG",
-            "CUPY_TF32", "CUDA_VISIBLE_DEVICES")
+    keys = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUPY_TF32", "CUDA_VISIBLE_DEVICES")
     return {k: os.environ[k] for k in keys if k in os.environ}
 
 
@@ -439,17 +466,23 @@ def _reference(ref, case, block_size):
                        groupsize=_group_for(W.shape[1]) if spec["group"] else -1, actorder=spec["actorder"])
 
 
-def _optq_from_hessian(dev, W, H, lam, diagH, case, rng_seed, block_size):
+def _rng(opts, seed):
+    from algorithms import SplitMix64
+
+    return SplitMix64(seed) if opts.stream == "splitmix" else np.random.default_rng(seed)
+
+
+def _optq_from_hessian(dev, W, H, lam, diagH, case, rng_seed, opts):
     from algorithms import loop
     from algorithms.ordering import resolve_order
 
     grid, order, rounding = _case_spec(case, W.shape[1])
-    rng = np.random.default_rng(rng_seed)
+    rng = _rng(opts, rng_seed)
     xp = dev.xp
     perm = resolve_order(xp, order, diagH, W.shape[1], rng=rng, device=getattr(W, "device", None))
     F = loop.factor(xp, loop.permute(xp, H, perm), lam, method="blocked")
-    cols = loop.run_columns(xp, W, F, perm, grid, rounding=rounding, rng=rng, block_size=block_size,
-                            W_fit=W, W_static=W)
+    cols = loop.run_columns(xp, W, F, perm, grid, rounding=rounding, rng=rng, block_size=opts.block_size,
+                            W_fit=W, W_static=W, kernel=opts.kernel)
     return loop.unpermute(xp, cols, perm)
 
 
@@ -457,52 +490,103 @@ def _median(ts):
     return float(statistics.median(ts)) if ts else None
 
 
-def run(args) -> int:
-    try:
-        shapes = _parse_shapes(args.shapes) if args.shapes else _parse_shapes(",".join(QUICK_SHAPES if args.quick else SHAPES))
-    except ValueError as exc:  # bad input: exit 2, one line naming the argument
-        print(f"ptq-bounds bench: --shapes: {exc}", file=sys.stderr)
-        return 2
-    try:
-        cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-        for c in cases:
-            if c not in CASES:
-                raise ValueError(f"--cases: unknown case {c!r}; choose from {', '.join(CASES)}")
-        for name in ("repeats", "warmup", "samples", "mc_n", "mc_trials", "mc_batch"):
-            v = getattr(args, name)
-            if v is not None and v < (1 if name in ("repeats", "samples", "mc_n", "mc_batch") else 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be ≥ {1 if name != 'warmup' and name != 'mc_trials' else 0}, got {v}")
-        if args.block_size < 1:
-            raise ValueError(f"--block-size must be ≥ 1, got {args.block_size}")
-    except ValueError as exc:
-        print(f"ptq-bounds bench: {exc}", file=sys.stderr)
-        return 2
-    try:
-        dev = _make_device(args.device)
-    except SystemExit as exc:  # --device gpu without CuPy or a usable GPU: bad input, the message says the fix
-        print(str(exc), file=sys.stderr)
-        return 2
+@dataclass(frozen=True)
+class Options:
+    """What one bench run measures (from the command line, validated)."""
 
-    gpu = dev.kind == "gpu"
-    repeats = args.repeats or (5 if gpu else 3)
-    warmup = args.warmup if args.warmup is not None else (1 if gpu else 0)
-    dtype = np.float32 if args.dtype == "float32" else np.float64
-    mc_n = args.mc_n or (512 if args.quick else 4096)
-    mc_trials = args.mc_trials if args.mc_trials is not None else (256 if args.quick else (65536 if gpu else 2048))
-    mc_batch = args.mc_batch or (16384 if gpu else 2048)
+    shapes: list
+    cases: list
+    ref_cases: list
+    repeats: int
+    warmup: int
+    dtype: type
+    samples: int | None
+    block_size: int
+    kernel: str
+    stream: str
+    mc_n: int
+    mc_trials: int
+    mc_batch: int
+    floor: bool
+    memory: bool
+    seed: int
+
+
+def options(args, dev_kind: str) -> Options:
+    """The run's :class:`Options`; ``ValueError`` naming the option on bad input."""
+    try:
+        shapes = _parse_shapes(args.shapes or ",".join(QUICK_SHAPES if args.quick else SHAPES))
+    except ValueError as exc:
+        raise ValueError(f"--shapes: {exc}") from None
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in CASES:
+            raise ValueError(f"--cases: unknown case {c!r}; choose from {', '.join(CASES)}")
+    for name in ("repeats", "warmup", "samples", "mc_n", "mc_trials", "mc_batch"):
+        v = getattr(args, name)
+        lo = 0 if name in ("warmup", "mc_trials") else 1
+        if v is not None and v < lo:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ {lo}, got {v}")
+    if args.block_size < 1:
+        raise ValueError(f"--block-size must be ≥ 1, got {args.block_size}")
+    gpu = dev_kind == "gpu"
+    return Options(
+        shapes=shapes, cases=cases,
+        ref_cases=[] if args.no_reference else [c for c in cases if c in REFERENCE_CASES],
+        repeats=args.repeats or (5 if gpu else 3), warmup=args.warmup if args.warmup is not None else (1 if gpu else 0),
+        dtype=np.float32 if args.dtype == "float32" else np.float64, samples=args.samples,
+        block_size=args.block_size, kernel=args.kernel,
+        stream=args.stream or ("splitmix" if gpu else "generator"),
+        mc_n=args.mc_n or (512 if args.quick else 4096),
+        mc_trials=args.mc_trials if args.mc_trials is not None else (256 if args.quick else (65536 if gpu else 2048)),
+        mc_batch=args.mc_batch or (16384 if gpu else 2048),
+        floor=not args.no_floor, memory=not args.no_memory, seed=args.seed,
+    )
+
+
+def run(args) -> int:
+    """``ptq-bounds bench``: measure, print, store (the record is rewritten after every shape)."""
+    try:  # bad input: exit 2, one line naming the argument
+        opts = options(args, args.device)
+        dev = _make_device(args.device)
+    except (ValueError, SystemExit) as exc:  # SystemExit: --device gpu without CuPy or a usable GPU
+        msg = str(exc)
+        print(msg if msg.startswith("ptq-bounds") else f"ptq-bounds bench: {msg}", file=sys.stderr)
+        return 2
 
     from tqdm.auto import tqdm
-    ref_cases = [] if args.no_reference else [c for c in cases if c in REFERENCE_CASES]
-    tasks = len(shapes) * ((0 if args.no_floor else 1) + len(cases) + len(ref_cases)
-                           + (0 if args.no_memory else 1)) + (1 if mc_trials else 0)
-    bar = tqdm(total=tasks, desc="bench", disable=args.no_progress, file=sys.stderr)
 
-    def step(label):
-        bar.set_postfix_str(label)
-
-    def done():
+    per_shape = int(opts.floor) + len(opts.cases) + len(opts.ref_cases) + int(opts.memory)
+    bar = tqdm(total=len(opts.shapes) * per_shape + (1 if opts.mc_trials else 0), desc="bench",
+               disable=args.no_progress, file=sys.stderr)
+    record = _header(dev, opts, args.dtype)
+    path = None
+    if not args.no_save:
+        path = Path(args.json) if args.json else Path(args.out) / (
+            f"bench_{dev.kind}_{record['timestamp_utc'].replace(':', '').replace('-', '')}.json")
+    lines = []
+    for (n, N) in opts.shapes:
+        res = measure_shape(dev, opts, n, N, bar)
+        record["results"].append(res)
+        if path is not None:
+            _save(path, record)
+        lines.append(_format_shape(res))
+    if opts.mc_trials:
+        bar.set_postfix_str(f"Monte Carlo N={opts.mc_n}")
+        record["monte_carlo"] = _monte_carlo(dev, opts)
         bar.update(1)
+    bar.close()
+    record["host"]["load_avg_after"] = _load()
+    _print_summary(record, dev, opts, args.dtype, lines)
+    if path is not None:
+        record["complete"] = True
+        _save(path, record)
+        print(f"results written to {path}")
+    return 0
 
+
+def _header(dev, opts: Options, dtype_name: str) -> dict:
+    """The record before any measurement: machine, versions, configuration, definitions."""
     record = {
         "schema": "ptq-bounds-bench/1",
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -512,35 +596,20 @@ def run(args) -> int:
                  "load_avg_before": _load()},
         "versions": _versions(dev),
         "env": _env(),
-        "config": {"dtype": args.dtype, "repeats": repeats, "warmup": warmup, "block_size": args.block_size,
-                   "samples": args.samples or "N", "bits": 4, "percdamp": 0.01, "seed": args.seed,
-                   "cases": cases, "statistic": "median seconds"},
-        "definitions": {
-            "optq": "algorithms.loop from the damped Hessian (order, permutation, Cholesky + "
-                    "triangular inverse, column loop, result fields); H = XᵀX untimed",
-            "floor": FLOOR_DEFINITION,
-            "ratio": "optq median / floor total (cpu_ratio_to_floor: the same with process CPU seconds)",
-            "reference": "verify.bench_reference.fasterquant: the reference GPTQ loop transcribed in PyTorch "
-                         "(min/max 4-bit symmetric grid, percdamp 0.01, lazy blocks of --block-size; act_order+g128: "
-                         "act_order and groups refitted at each group start), from GPTQ's H = (2/m)XᵀX (untimed) "
-                         "to Q, same W, X, dtype and device; ratio_to_reference = optq median / reference median, "
-                         "reference ratio_to_floor = reference median / floor total",
-            "monte_carlo": "algorithms.trials.optq_trials(w, X, trials=R, batch_rows=B), whole call "
-                           "(Hessian of X with m = N rows, factorization, R stochastic runs); trials/s = R / median; "
-                           "setup_s = the same call with one trial; marginal_trials_per_s = (R - 1) / (median - setup_s)",
-            "memory": "peak bytes allocated during one deterministic run (GPU: CuPy pool mallocs; CPU: "
-                      "tracemalloc), excluding the inputs W and H; ratio_incl_inputs = (peak + bytes(W) + "
-                      "bytes(H)) / (bytes(W) + bytes(H))",
-        },
+        "config": {"dtype": dtype_name, "repeats": opts.repeats, "warmup": opts.warmup, "block_size": opts.block_size,
+                   "samples": opts.samples or "N", "bits": 4, "percdamp": 0.01, "seed": opts.seed,
+                   "cases": opts.cases, "statistic": "median seconds", "kernel": opts.kernel,
+                   "stochastic_stream": opts.stream},
+        "definitions": DEFINITIONS,
         "targets": TARGETS,
         "results": [],
+        "complete": False,
     }
-    if gpu:
+    if dev.kind == "gpu":
         from algorithms import fused_gpu
 
-        record["config"]["fused_kernel"] = os.environ.get("PTQ_FUSED", "1") not in ("0", "false", "no", "off")
         record["config"]["fused_rows_per_block"] = fused_gpu.ROWS
-    if ref_cases:
+    if opts.ref_cases:
         from . import bench_reference
 
         why = bench_reference.why_unavailable()
@@ -550,94 +619,68 @@ def run(args) -> int:
             record["versions"]["torch"] = torch.__version__
             record["config"]["torch_threads"] = torch.get_num_threads()
         record["config"]["reference"] = why or "verify.bench_reference (PyTorch)"
+    return record
 
-    path = None
-    if not args.no_save:
-        path = Path(args.json) if args.json else Path(args.out) / (
-            f"bench_{dev.kind}_{record['timestamp_utc'].replace(':', '').replace('-', '')}.json")
-    record["complete"] = False
-    lines = []
-    for (n, N) in shapes:
-        m = args.samples or N
-        W, H, lam, diagH, ref = _layer(dev, n, N, m, dtype, args.seed, reference=bool(ref_cases))
-        res = {"shape": [n, N], "samples": m, "lam": lam}
-        if not args.no_floor:
-            step(f"{n}x{N} floor")
-            floor = {}
-            for name, fn in dev.floor_ops(H, W):
-                floor[name] = _entry(*_timeit(dev, fn, repeats, warmup))
-            floor["total_s"] = sum(v["median_s"] for v in floor.values())
-            floor["cpu_total_s"] = sum(v["cpu_median_s"] for k, v in floor.items() if k != "total_s")
-            res["floor"] = floor
-            done()
-        res["optq"] = {}
-        for case in cases:
-            step(f"{n}x{N} {case}")
-            k = [0]
 
-            def fn():
-                k[0] += 1
-                return _optq_from_hessian(dev, W, H, lam, diagH, case, args.seed + k[0], args.block_size)
+def measure_shape(dev, opts: Options, n: int, N: int, bar) -> dict:
+    """Floor, OPTQ cases, reference GPTQ and peak memory at one shape ``n × N``."""
+    m = opts.samples or N
+    W, H, lam, diagH, ref = _layer(dev, n, N, m, opts.dtype, opts.seed, reference=bool(opts.ref_cases))
+    res = {"shape": [n, N], "samples": m, "lam": lam}
 
-            entry = _entry(*_timeit(dev, fn, repeats, warmup))
-            if case == "act_order+g128":
-                entry["group_size"] = _group_for(N)
-            if "floor" in res:
-                entry["ratio_to_floor"] = entry["median_s"] / res["floor"]["total_s"]
-                entry["cpu_ratio_to_floor"] = entry["cpu_median_s"] / res["floor"]["cpu_total_s"]
-            res["optq"][case] = entry
-            done()
-        if ref_cases and isinstance(ref, str):
-            res["reference"] = {"skipped": ref}
-            for _ in ref_cases:
-                done()
-        elif ref_cases:
-            res["reference"] = {}
-            for case in ref_cases:
-                step(f"{n}x{N} reference {case}")
-                entry = _entry(*_timeit(dev, lambda: _reference(ref, case, args.block_size), repeats, warmup))
-                if "floor" in res:
-                    entry["ratio_to_floor"] = entry["median_s"] / res["floor"]["total_s"]
-                    entry["cpu_ratio_to_floor"] = entry["cpu_median_s"] / res["floor"]["cpu_total_s"]
+    def timed(label, fn):
+        bar.set_postfix_str(f"{n}x{N} {label}")
+        return _entry(*_timeit(dev, fn, opts.repeats, opts.warmup))
+
+    def vs_floor(entry):
+        if "floor" in res:
+            entry["ratio_to_floor"] = entry["median_s"] / res["floor"]["total_s"]
+            entry["cpu_ratio_to_floor"] = entry["cpu_median_s"] / res["floor"]["cpu_total_s"]
+        return entry
+
+    if opts.floor:
+        floor = {name: timed("floor", fn) for name, fn in dev.floor_ops(H, W)}
+        floor["total_s"] = sum(v["median_s"] for v in floor.values())
+        floor["cpu_total_s"] = sum(v["cpu_median_s"] for k, v in floor.items() if k != "total_s")
+        res["floor"] = floor
+        bar.update(1)
+    res["optq"] = {}
+    for case in opts.cases:
+        calls = iter(range(1, 1 << 62))  # a fresh seed per timed call
+        entry = timed(case, lambda: _optq_from_hessian(dev, W, H, lam, diagH, case, opts.seed + next(calls), opts))
+        if case == "act_order+g128":
+            entry["group_size"] = _group_for(N)
+        res["optq"][case] = vs_floor(entry)
+        bar.update(1)
+    if opts.ref_cases:
+        res["reference"] = {"skipped": ref} if isinstance(ref, str) else {}
+        for case in opts.ref_cases:
+            if not isinstance(ref, str):
+                entry = vs_floor(timed(f"reference {case}", lambda: _reference(ref, case, opts.block_size)))
                 res["reference"][case] = entry
                 if case in res["optq"]:
                     res["optq"][case]["ratio_to_reference"] = res["optq"][case]["median_s"] / entry["median_s"]
-                done()
-        if not args.no_memory:
-            step(f"{n}x{N} memory")
-            peak, _ = dev.memory_peak(lambda: _optq_from_hessian(dev, W, H, lam, diagH, "deterministic",
-                                                                 args.seed, args.block_size))
-            inputs = dev.nbytes(W) + dev.nbytes(H)
-            res["memory"] = {"peak_bytes_during_call": int(peak), "bytes_W_plus_H": inputs,
-                             "ratio_excl_inputs": peak / inputs, "ratio_incl_inputs": (peak + inputs) / inputs}
-            done()
-        record["results"].append(res)
-        if path is not None:
-            _save(path, record)
-        lines.append(_format_shape(res))
-        del W, H, ref
-    if mc_trials:
-        step(f"Monte Carlo N={mc_n}")
-        record["monte_carlo"] = _monte_carlo(dev, mc_n, mc_trials, mc_batch, dtype, args.seed, repeats, warmup,
-                                             args.block_size)
-        done()
-    bar.close()
-    record["host"]["load_avg_after"] = _load()
+            bar.update(1)
+    if opts.memory:
+        bar.set_postfix_str(f"{n}x{N} memory")
+        peak, _ = dev.memory_peak(lambda: _optq_from_hessian(dev, W, H, lam, diagH, "deterministic", opts.seed, opts))
+        inputs = dev.nbytes(W) + dev.nbytes(H)
+        res["memory"] = {"peak_bytes_during_call": int(peak), "bytes_W_plus_H": inputs,
+                         "ratio_excl_inputs": peak / inputs, "ratio_incl_inputs": (peak + inputs) / inputs}
+        bar.update(1)
+    return res
 
-    print(f"ptq-bounds bench on {record['device']['name']} ({dev.kind}, {os.cpu_count()} cores), {args.dtype}, "
-          f"median of {repeats}; load average {record['host']['load_avg_before']} -> {record['host']['load_avg_after']}")
+
+def _print_summary(record, dev, opts: Options, dtype_name: str, lines) -> None:
+    print(f"ptq-bounds bench on {record['device']['name']} ({dev.kind}, {os.cpu_count()} cores), {dtype_name}, "
+          f"median of {opts.repeats}; load average {record['host']['load_avg_before']} -> {record['host']['load_avg_after']}")
     print("\n".join(lines))
-    if mc_trials:
+    if opts.mc_trials:
         mc = record["monte_carlo"]
         marg = mc["marginal_trials_per_s"]
         print(f"Monte Carlo N={mc['N']}: {mc['trials']} trials in {mc['median_s']:.3f} s = "
               f"{mc['trials_per_s']:.4g} trials/s (batches of {mc['batch_rows']}; one call's setup "
               f"{mc['setup_s']:.3f} s, beyond it {marg if marg is None else f'{marg:.4g}'} trials/s)")
-    if path is not None:
-        record["complete"] = True
-        _save(path, record)
-        print(f"results written to {path}")
-    return 0
 
 
 def _save(path, record):
@@ -674,26 +717,25 @@ def _format_shape(res):
     return " ".join(parts)
 
 
-def _monte_carlo(dev, N, trials, batch, dtype, seed, repeats, warmup, block_size):
+def _monte_carlo(dev, opts: Options):
     from algorithms import Grid
     from algorithms.trials import optq_trials
 
-    rng = np.random.default_rng(seed + 1)
-    X = dev.randn(rng, (N, N), dtype)
-    w = dev.randn(rng, (N,), dtype) * dtype(0.02)
-    k = [0]
+    N, trials = opts.mc_n, opts.mc_trials
+    rng = np.random.default_rng(opts.seed + 1)
+    X = dev.randn(rng, (N, N), opts.dtype)
+    w = dev.randn(rng, (N,), opts.dtype) * opts.dtype(0.02)
+    calls = iter(range(1, 1 << 62))
 
     def call(R):
-        def fn():
-            k[0] += 1
-            return optq_trials(w, X, grid=Grid.gptq(4), trials=R, rng=np.random.default_rng(seed + k[0]),
-                               percdamp=0.01, batch_rows=batch, block_size=block_size)
-        return fn
+        return lambda: optq_trials(w, X, grid=Grid.gptq(4), trials=R, rng=_rng(opts, opts.seed + next(calls)),
+                                   percdamp=0.01, batch_rows=opts.mc_batch, block_size=opts.block_size,
+                                   kernel=opts.kernel)
 
-    reps = max(1, min(repeats, 3))
-    e = _entry(*_timeit(dev, call(trials), reps, min(warmup, 1)))
+    reps = max(1, min(opts.repeats, 3))
+    e = _entry(*_timeit(dev, call(trials), reps, min(opts.warmup, 1)))
     setup = _entry(*_timeit(dev, call(1), reps, 0))  # Hessian, factorization and one trial
     marginal = (trials - 1) / max(e["median_s"] - setup["median_s"], 1e-12) if trials > 1 else None
-    return {"N": N, "samples": N, "trials": trials, "batch_rows": batch, **e,
+    return {"N": N, "samples": N, "trials": trials, "batch_rows": opts.mc_batch, **e,
             "trials_per_s": trials / e["median_s"], "setup_s": setup["median_s"],
             "marginal_trials_per_s": marginal, "grid": "gptq 4-bit per row, stochastic"}
