@@ -147,3 +147,27 @@ def test_forward_input_errors(model):
         forward(model, np.array([[1, 10**6]]))
     with pytest.raises(TypeError, match="tokens"):
         forward(model, np.array([[1.0, 2.0]]))
+
+
+def test_memos_are_keyed_by_the_file_and_bounded(tmp_path):
+    """The readers' memos follow the file on disk (a replaced file is read again), keep at most
+    MODELS_KEPT models, and clear_caches empties them."""
+    import os
+    import shutil
+
+    from verify.llm import clear_caches
+    from verify.llm.gguf_model import MODELS_KEPT, _load_cached, file_sha256, find_gguf
+
+    assert MODELS_KEPT >= 1 and _load_cached.cache_info().maxsize == MODELS_KEPT
+    p = tmp_path / "model.gguf"
+    shutil.copy(find_gguf("smollm2-135m"), p)
+    first = file_sha256(p)
+    with open(p, "r+b") as fh:  # same size, one byte changed, new mtime
+        fh.seek(-1, os.SEEK_END)
+        b = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    os.utime(p, ns=(os.stat(p).st_atime_ns, os.stat(p).st_mtime_ns + 10**9))
+    assert file_sha256(p) != first
+    clear_caches()
+    assert _load_cached.cache_info().currsize == 0

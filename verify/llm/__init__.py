@@ -26,6 +26,7 @@ from .gguf_model import (  # noqa: F401
     GGUFModel,
     LinearLayer,
     ModelConfig,
+    clear_caches,
     find_gguf,
     load_model,
 )
@@ -55,6 +56,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "clear_caches",
     "LINEAR_TYPES",
     "MODEL_SOURCES",
     "GGUFModel",

@@ -68,6 +68,7 @@ are still checked wherever the loop's precision allows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -386,23 +387,24 @@ def build_campaign(model: str = DEFAULT_MODEL, layers=None, tokens: int | None =
 # ------------------------------------------------------------------------------------------------
 # the worker side
 # ------------------------------------------------------------------------------------------------
-_READERS: dict = {}
-
-
 def _gguf_tensors(model: str, sha256: str):
-    """``{name: ReaderTensor}`` of the model's GGUF file (one reader per process), after checking the
-    file's SHA-256 against the one recorded in the cell."""
-    from .gguf_model import _require_gguf, file_sha256, find_gguf
+    """``{name: ReaderTensor}`` of the model's GGUF file, after checking the file's SHA-256 against
+    the one recorded in the cell (the memory-mapped reader is memoized per file)."""
+    from .gguf_model import file_identity, file_sha256, find_gguf
 
     path = find_gguf(model)
-    if (str(path), sha256) not in _READERS:
-        got = file_sha256(path)
-        if got != sha256:
-            raise ValueError(f"model file {path} has sha256 {got[:16]}…, but the cell was built for "
-                             f"{sha256[:16]}…: rebuild the campaign")
-        gguf = _require_gguf()
-        _READERS[(str(path), sha256)] = {t.name: t for t in gguf.GGUFReader(path).tensors}
-    return _READERS[(str(path), sha256)]
+    got = file_sha256(path)
+    if got != sha256:
+        raise ValueError(f"model file {path} has sha256 {got[:16]}…, but the cell was built for "
+                         f"{sha256[:16]}…: rebuild the campaign")
+    return _gguf_reader(file_identity(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_reader(identity: tuple[str, int, int]) -> dict:
+    from .gguf_model import _require_gguf
+
+    return {t.name: t for t in _require_gguf().GGUFReader(identity[0]).tensors}
 
 
 def read_weight(model: str, sha256: str, layer: str) -> np.ndarray:

@@ -22,6 +22,7 @@ reports can say so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -216,21 +217,26 @@ def _assemble_chunks(src: ModelSource, hint: str) -> Path:
     return target
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+def file_identity(path: os.PathLike) -> tuple[str, int, int]:
+    """``(resolved path, size, mtime_ns)``: what the memoized readers below are keyed by, so that a
+    file replaced on disk is read again."""
+    p = Path(path)
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(identity: tuple[str, int, int]) -> str:
+    h = hashlib.sha256()
+    with open(identity[0], "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def file_sha256(path: os.PathLike) -> str:
     """SHA-256 of a file (memoized on path, size and mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
+    return _sha256(file_identity(path))
 
 
 @dataclass(frozen=True)
@@ -576,7 +582,9 @@ def _check_shapes(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
             )
 
 
-_MODEL_CACHE: dict[tuple[str, str], GGUFModel] = {}
+#: at most this many dequantized models stay in memory for reuse (least recently used first out);
+#: :func:`clear_caches` empties every memo of this package's model readers
+MODELS_KEPT = 2
 
 
 def load_model(
@@ -588,16 +596,23 @@ def load_model(
     ----------
     model: key of :data:`MODEL_SOURCES` (default ``"smollm2-135m"``) or a path.
     dtype: ``np.float32`` (default) or ``np.float64`` for all tensors.
-    use_cache: reuse an already loaded model of the same file and dtype
-        (models are treated as read-only).
+    use_cache: reuse an already loaded model of the same file (path, size, mtime) and dtype;
+        at most :data:`MODELS_KEPT` models are kept (models are read-only).
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype: only float32 and float64 are supported, got {dtype}")
-    path = find_gguf(model)
-    ck = (str(path), dtype.str)
-    if use_cache and ck in _MODEL_CACHE:
-        return _MODEL_CACHE[ck]
+    identity = file_identity(find_gguf(model))
+    return _load_cached(identity, dtype.str) if use_cache else _load(identity, dtype.str)
+
+
+@functools.lru_cache(maxsize=MODELS_KEPT)
+def _load_cached(identity: tuple[str, int, int], dtype_str: str) -> GGUFModel:
+    return _load(identity, dtype_str)
+
+
+def _load(identity: tuple[str, int, int], dtype_str: str) -> GGUFModel:
+    path, dtype = Path(identity[0]), np.dtype(dtype_str)
     gguf = _require_gguf()
     reader = gguf.GGUFReader(path)
     cfg, meta = _read_config(reader)
@@ -610,7 +625,13 @@ def load_model(
         tensors[t.name] = arr
         storage[t.name] = t.tensor_type.name
     _check_shapes(cfg, tensors)
-    m = GGUFModel(path=path, config=cfg, tensors=tensors, storage_types=storage, metadata=meta, _reader=reader)
-    if use_cache:
-        _MODEL_CACHE[ck] = m
-    return m
+    return GGUFModel(path=path, config=cfg, tensors=tensors, storage_types=storage, metadata=meta, _reader=reader)
+
+
+def clear_caches() -> None:
+    """Forget every memoized model, GGUF reader, tokenizer and file hash of :mod:`verify.llm`
+    (they are keyed by the file's path, size and mtime, so this is only needed to free memory)."""
+    from . import campaign, tokenizer
+
+    for fn in (_load_cached, _sha256, campaign._gguf_reader, tokenizer._tokenizer_for):
+        fn.cache_clear()

@@ -21,19 +21,17 @@ by default.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
-from .gguf_model import GGUFModel, load_model
+from .gguf_model import GGUFModel, file_identity, load_model
 
 __all__ = ["build_tokenizer", "encode", "decode", "SUPPORTED_PRE"]
 
 #: llama.cpp pre-tokenizer names that use "split every digit, then GPT-2 regex".
 SUPPORTED_PRE = ("smollm", "starcoder", "refact", "codeshell", "exaone", "minerva")
-
-_TOK_CACHE: dict[str, object] = {}
-
 
 def _require_tokenizers():
     try:
@@ -49,17 +47,22 @@ def build_tokenizer(model: GGUFModel | None = None):
     """Return a ``tokenizers.Tokenizer`` equivalent to the GGUF tokenizer.
 
     ``model`` defaults to :func:`load_model` ``()``.  The result is memoized per
-    GGUF file.
+    GGUF file (path, size, mtime).
     """
-    tk = _require_tokenizers()
+    _require_tokenizers()
     if model is None:
         model = load_model()
     if not isinstance(model, GGUFModel):
         raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
-    key = str(model.path)
-    if key in _TOK_CACHE:
-        return _TOK_CACHE[key]
-    r = model.reader
+    return _tokenizer_for(file_identity(model.path))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_for(identity: tuple[str, int, int]):
+    """The tokenizer of the GGUF file ``identity`` (:func:`file_identity`), from its metadata."""
+    from .gguf_model import _require_gguf
+
+    r = _require_gguf().GGUFReader(identity[0])
     kind = r.fields["tokenizer.ggml.model"].contents()
     pre = r.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in r.fields else "default"
     if kind == "gpt2":
@@ -68,8 +71,6 @@ def build_tokenizer(model: GGUFModel | None = None):
         tok = _sentencepiece_bpe(r)
     else:
         raise ValueError(f"model: tokenizer model {kind!r} is not supported ('gpt2' and 'llama' are)")
-    _TOK_CACHE[key] = tok
-    del tk
     return tok
 
 
