@@ -178,6 +178,68 @@ def _check_q(Q, W: np.ndarray, name: str, who: str) -> np.ndarray:
     return Q
 
 
+def _sequential_options(model, quantize, layers, unselected, keep):
+    """``(selected layers, keep, unselected)`` of :func:`sequential_capture`, checked."""
+    if not callable(quantize):
+        raise TypeError("quantize must be callable: quantize(name, W, X, X_tilde) -> Q")
+    keep = frozenset((keep,) if isinstance(keep, str) else keep)
+    bad = keep - KEEP_OPTIONS
+    if bad:
+        raise ValueError(f"keep: unknown items {sorted(bad)}; choose from {sorted(KEEP_OPTIONS)}")
+    sel = model.resolve_layers(layers)
+    if unselected is None:
+        if len(sel) < len(model.linear_layers()):
+            raise ValueError(
+                "unselected: layers is a strict subset, so say what happens to the other layers: "
+                "unselected='float' or a quantize-like callback (e.g. round-to-nearest)"
+            )
+        unselected = "float"
+    if not (unselected == "float" or callable(unselected)):
+        raise ValueError(f"unselected: expected 'float' or a callable, got {unselected!r}")
+    return sel, keep, unselected
+
+
+def _shared_items(xf: np.ndarray, xq: np.ndarray, keep: frozenset) -> dict:
+    """What the layers sharing one input keep of it: ``X``, ``X_tilde`` (one copy each unless both
+    are kept, then views of the joint stream), the Gram matrices and the statistics."""
+    shared: dict[str, object] = {}
+    both = "X" in keep and "X_tilde" in keep
+    if "X" in keep:
+        shared["X"] = xf if both else _readonly(xf.copy())
+    if "X_tilde" in keep:
+        shared["X_tilde"] = xq if both else _readonly(xq.copy())
+    if "H" in keep or "stats" in keep:
+        shared["H"] = _readonly(gram(xf))
+    if "H_tilde" in keep or "stats_tilde" in keep:
+        shared["H_tilde"] = _readonly(gram(xq))
+    if "G" in keep:
+        shared["G"] = _readonly(gram(xq, xf))
+    if "stats" in keep:
+        shared["stats"] = layer_stats(xf, shared["H"])
+    if "stats_tilde" in keep:
+        shared["stats_tilde"] = layer_stats(xq, shared["H_tilde"])
+    return shared
+
+
+def _record(l: LinearLayer, seconds: float, shared: dict, keep: frozenset, Q, N: int, T: int) -> LayerRecord:
+    rec = LayerRecord(name=l.name, block=l.block, kind=l.kind, shape=l.shape, storage_type=l.storage_type,
+                      order=l.order, quantize_seconds=seconds, info={"rows": N * T, "n_sequences": N, "seq_len": T})
+    for k in ("X", "X_tilde", "stats", "stats_tilde", "H", "H_tilde", "G"):
+        if k in keep:
+            setattr(rec, k, shared[k])
+    if "Q" in keep:
+        rec.Q = Q
+    return rec
+
+
+def _two_streams(xf: np.ndarray, xq: np.ndarray, W: np.ndarray, Q: np.ndarray, N: int, T: int, dtype) -> np.ndarray:
+    """The layer's output on both streams, ``[2N, T, out]``: ``xf Wᵀ`` then ``xq Qᵀ``."""
+    y = np.empty((2 * N, T, W.shape[0]), dtype=dtype)
+    np.matmul(xf, W.T, out=y[:N].reshape(-1, W.shape[0]))
+    np.matmul(xq, Q.T, out=y[N:].reshape(-1, W.shape[0]))
+    return y
+
+
 @blas_threads()
 def sequential_capture(
     model: GGUFModel,
@@ -212,104 +274,40 @@ def sequential_capture(
     order.  The pass stops after the last block containing a selected layer.
     """
     _check_model(model)
-    if not callable(quantize):
-        raise TypeError("quantize must be callable: quantize(name, W, X, X_tilde) -> Q")
     tokens = _as_tokens(model, tokens)
-    if isinstance(keep, str):
-        keep = (keep,)
-    keep = frozenset(keep)
-    bad = keep - KEEP_OPTIONS
-    if bad:
-        raise ValueError(f"keep: unknown items {sorted(bad)}; choose from {sorted(KEEP_OPTIONS)}")
-    sel = model.resolve_layers(layers)
-    n_all = len(model.linear_layers())
-    if unselected is None:
-        if len(sel) < n_all:
-            raise ValueError(
-                "unselected: layers is a strict subset, so say what happens to the other layers: "
-                "unselected='float' or a quantize-like callback (e.g. round-to-nearest)"
-            )
-        unselected = "float"
-    if not (unselected == "float" or callable(unselected)):
-        raise ValueError(f"unselected: expected 'float' or a callable, got {unselected!r}")
+    sel, keep, unselected = _sequential_options(model, quantize, layers, unselected, keep)
     by_name: dict[str, LinearLayer] = {l.name: l for l in sel}
     last = max(l.block for l in sel)
-    quant_all = callable(unselected)
-    first_q_block = 0 if quant_all else min(l.block for l in sel)
+    first_q_block = 0 if callable(unselected) else min(l.block for l in sel)
 
     N, T = tokens.shape
     h = embed(model, tokens)
     rope = rope_tables(model, T, h.dtype)
     records: dict[str, LayerRecord] = {}
-    state = {"split": False}
+    split = False  # rows [:N] the float stream, [N:] the quantized stream, from first_q_block on
 
     def lin(block: int, kinds: Sequence[str], x: np.ndarray) -> list:
         names = [f"blk.{block}.{k}" for k in kinds]
-        if not state["split"]:
+        if not split:
             return [matmul_wt(x, model.tensors[n + ".weight"]) for n in names]
-        n_in = x.shape[-1]
         x = np.ascontiguousarray(x)
-        xf = _readonly(x[:N].reshape(-1, n_in))
-        xq = _readonly(x[N:].reshape(-1, n_in))
-        group_selected = any(n in by_name for n in names)
-        shared: dict[str, object] = {}
-        if group_selected:
-            both = "X" in keep and "X_tilde" in keep
-            if "X" in keep:
-                shared["X"] = xf if both else _readonly(xf.copy())
-            if "X_tilde" in keep:
-                shared["X_tilde"] = xq if both else _readonly(xq.copy())
-            if "H" in keep or "stats" in keep:
-                shared["H"] = _readonly(gram(xf))
-            if "H_tilde" in keep or "stats_tilde" in keep:
-                shared["H_tilde"] = _readonly(gram(xq))
-            if "G" in keep:
-                shared["G"] = _readonly(gram(xq, xf))
-            if "stats" in keep:
-                shared["stats"] = layer_stats(xf, shared["H"])
-            if "stats_tilde" in keep:
-                shared["stats_tilde"] = layer_stats(xq, shared["H_tilde"])
+        xf = _readonly(x[:N].reshape(-1, x.shape[-1]))
+        xq = _readonly(x[N:].reshape(-1, x.shape[-1]))
+        shared = _shared_items(xf, xq, keep) if any(n in by_name for n in names) else {}
         outs = []
         for n in names:
             W = model.tensors[n + ".weight"]
+            fn = quantize if n in by_name else unselected
             t0 = time.perf_counter()
+            Q = W if fn == "float" else _check_q(fn(n, W, xf, xq), W, n, "quantize" if n in by_name else "unselected")
             if n in by_name:
-                Q = _check_q(quantize(n, W, xf, xq), W, n, "quantize")
-            elif callable(unselected):
-                Q = _check_q(unselected(n, W, xf, xq), W, n, "unselected")
-            else:
-                Q = W
-            dt = time.perf_counter() - t0
-            if n in by_name:
-                l = by_name[n]
-                rec = LayerRecord(
-                    name=n,
-                    block=l.block,
-                    kind=l.kind,
-                    shape=l.shape,
-                    storage_type=l.storage_type,
-                    order=l.order,
-                    quantize_seconds=dt,
-                    info={"rows": int(xf.shape[0]), "n_sequences": N, "seq_len": T},
-                )
-                for k in ("X", "X_tilde", "stats", "stats_tilde"):
-                    if k in keep:
-                        setattr(rec, k, shared[k])
-                for k in ("H", "H_tilde", "G"):
-                    if k in keep:
-                        setattr(rec, k, shared[k])
-                if "Q" in keep:
-                    rec.Q = Q
-                records[n] = rec
-            y = np.empty((2 * N, T, W.shape[0]), dtype=x.dtype)
-            np.matmul(xf, W.T, out=y[:N].reshape(-1, W.shape[0]))
-            np.matmul(xq, Q.T, out=y[N:].reshape(-1, W.shape[0]))
-            outs.append(y)
+                records[n] = _record(by_name[n], time.perf_counter() - t0, shared, keep, Q, N, T)
+            outs.append(_two_streams(xf, xq, W, Q, N, T, x.dtype))
         return outs
 
     for b in _progress(range(last + 1), progress, "sequential capture"):
-        if not state["split"] and b >= first_q_block:
+        if not split and b >= first_q_block:
             h = np.concatenate([h, h], axis=0)
-            state["split"] = True
+            split = True
         h = block_forward(model, b, h, linear=lin, rope=rope)
     return {l.name: records[l.name] for l in sel}
