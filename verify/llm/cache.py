@@ -187,19 +187,8 @@ def cached_inputs(
     sel = model.resolve_layers(layers)
     sample = load_text(source)
     base = _base_key(model, sample, n_tokens, seq_len, add_bos, store)
-    out: dict[str, CachedLayer] = {}
-    missing = []
-    keys = {}
-    for l in sel:
-        key = dict(base, layer=l.name, mode="float")
-        keys[l.name] = key
-        p = cache_path(cdir, key)
-        hit = None if regenerate else load_npz(p, key)
-        if hit is None:
-            missing.append(l.name)
-        else:
-            arrays, extra = hit
-            out[l.name] = CachedLayer(l.name, arrays, extra.get("stats", {}), None, extra.get("meta", {}), p, True, key)
+    keys = {l.name: dict(base, layer=l.name, mode="float") for l in sel}
+    out, missing = _lookup(cdir, keys, regenerate)
     if missing:
         ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
         meta_common = ct.metadata()
@@ -283,51 +272,60 @@ def cached_sequential(
             "unselected: layers is a strict subset, so say what happens to the other layers: "
             "unselected='float' or a quantize-like callback"
         )
-    sample = load_text(source)
-    base = _base_key(model, sample, n_tokens, seq_len, add_bos, store)
-    selection = hashlib.sha256("\n".join(l.name for l in sel).encode()).hexdigest()
-    base.update(
-        {
-            "mode": "sequential",
-            "quantizer_id": quantizer_id,
-            "unselected": unsel_key,
-            "selection_sha256": selection,
-        }
-    )
-    out: dict[str, CachedLayer] = {}
+    base = _sequential_base(model, quantizer_id, unsel_key, source, n_tokens, seq_len, store, add_bos,
+                            selection=hashlib.sha256("\n".join(l.name for l in sel).encode()).hexdigest())
     keys = {l.name: dict(base, layer=l.name) for l in sel}
-    all_hit = not regenerate
-    if all_hit:
-        for l in sel:
-            p = cache_path(cdir, keys[l.name])
-            hit = load_npz(p, keys[l.name])
-            if hit is None:
-                all_hit = False
-                break
-            arrays, extra = hit
-            out[l.name] = CachedLayer(
-                l.name, arrays, extra.get("stats", {}), extra.get("stats_tilde"), extra.get("meta", {}), p, True, keys[l.name]
-            )
-    if all_hit:
+    out, missing = _lookup(cdir, keys, regenerate)
+    if not missing:
         return out
+    # X_tilde depends on the whole selection: any miss reruns the whole pass
+    names = [l.name for l in sel]
     ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
-    meta_common = ct.metadata()
-    meta_common.update(
-        {"model": model.identity, "mode": "sequential", "quantizer_id": quantizer_id, "unselected": unsel_key}
-    )
-    keep = ("X", "X_tilde", "stats", "stats_tilde") if store == "X" else ("H", "H_tilde", "G", "stats", "stats_tilde")
-    recs = sequential_capture(
-        model, ct, quantize, [l.name for l in sel], unselected=unselected if unselected is not None else "float",
-        keep=keep, progress=progress,
-    )
+    recs = sequential_capture(model, ct, quantize, names, unselected=unselected if unselected is not None else "float",
+                              keep=_SEQUENTIAL_KEEP[store], progress=progress)
+    return _save_sequential(model, ct, recs, names, keys, cdir, store, base)
+
+
+_SEQUENTIAL_KEEP = {"X": ("X", "X_tilde", "stats", "stats_tilde"), "H": ("H", "H_tilde", "G", "stats", "stats_tilde")}
+
+
+def _sequential_base(model, quantizer_id, unsel_key, source, n_tokens, seq_len, store, add_bos, *, selection) -> dict:
+    """The key fields every layer of one sequential capture shares."""
+    base = _base_key(model, load_text(source), n_tokens, seq_len, add_bos, store)
+    base.update({"mode": "sequential", "quantizer_id": quantizer_id, "unselected": unsel_key,
+                 "selection_sha256": selection})
+    return base
+
+
+def _lookup(cdir, keys: dict, regenerate: bool) -> tuple[dict[str, CachedLayer], list[str]]:
+    """The cached layers of ``keys`` (``{name: key}``) and the names that are missing."""
+    out: dict[str, CachedLayer] = {}
+    missing = []
+    for name, key in keys.items():
+        p = cache_path(cdir, key)
+        hit = None if regenerate else load_npz(p, key)
+        if hit is None:
+            missing.append(name)
+            continue
+        arrays, extra = hit
+        out[name] = CachedLayer(name, arrays, extra.get("stats", {}), extra.get("stats_tilde"), extra.get("meta", {}),
+                                p, True, key)
+    return out, missing
+
+
+def _save_sequential(model, ct, recs, names, keys, cdir, store, base) -> dict[str, CachedLayer]:
+    """Writes the captured layers ``names`` of ``recs`` (captured on the tokens ``ct``) and returns
+    them as :class:`CachedLayer`."""
+    meta_common = dict(ct.metadata(), model=model.identity, **{k: base[k] for k in ("mode", "quantizer_id", "unselected")})
     out = {}
-    for l in sel:
-        r = recs[l.name]
+    for n in names:
+        r, l = recs[n], model.layer(n)
         arrays = {"X": r.X, "X_tilde": r.X_tilde} if store == "X" else {"H": r.H, "H_tilde": r.H_tilde, "G": r.G}
-        meta = dict(meta_common, layer=l.name, storage_type=l.storage_type, shape=list(l.shape))
-        p = cache_path(cdir, keys[l.name])
-        save_npz_atomic(p, arrays, keys[l.name], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
-        out[l.name] = CachedLayer(l.name, arrays, r.stats, r.stats_tilde, meta, p, False, keys[l.name])
+        meta = dict(meta_common, layer=n, storage_type=l.storage_type, shape=list(l.shape),
+                    quantize_seconds=r.quantize_seconds)
+        p = cache_path(cdir, keys[n])
+        save_npz_atomic(p, arrays, keys[n], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
+        out[n] = CachedLayer(n, arrays, r.stats, r.stats_tilde, meta, p, False, keys[n])
     return out
 
 
@@ -343,10 +341,8 @@ def sequential_key(model: GGUFModel, quantizer_id: str, layer: str, *, source="l
 
 
 def _all_base_key(model, quantizer_id, source, n_tokens, seq_len, store, add_bos) -> dict:
-    base = _base_key(model, load_text(source), n_tokens, seq_len, add_bos, store)
-    base.update({"mode": "sequential", "quantizer_id": quantizer_id, "unselected": "same-quantizer",
-                 "selection_sha256": "all-quantized"})
-    return base
+    return _sequential_base(model, quantizer_id, "same-quantizer", source, n_tokens, seq_len, store, add_bos,
+                            selection="all-quantized")
 
 
 def _cached_sequential_all(model, quantize, quantizer_id, *, source, n_tokens, seq_len, layers, store, add_bos,
@@ -355,32 +351,10 @@ def _cached_sequential_all(model, quantize, quantizer_id, *, source, n_tokens, s
     sel = model.resolve_layers(layers)
     base = _all_base_key(model, quantizer_id, source, n_tokens, seq_len, store, add_bos)
     keys = {l.name: dict(base, layer=l.name) for l in sel}
-    out: dict[str, CachedLayer] = {}
-    missing = []
-    for l in sel:
-        p = cache_path(cdir, keys[l.name])
-        hit = None if regenerate else load_npz(p, keys[l.name])
-        if hit is None:
-            missing.append(l.name)
-            continue
-        arrays, extra = hit
-        out[l.name] = CachedLayer(l.name, arrays, extra.get("stats", {}), extra.get("stats_tilde"),
-                                  extra.get("meta", {}), p, True, keys[l.name])
-    if missing:
+    out, missing = _lookup(cdir, keys, regenerate)
+    if missing:  # X_tilde depends only on earlier layers: capture just the missing ones
         ct = calibration_tokens(model, source, n_tokens, seq_len, add_bos=add_bos)
-        meta_common = ct.metadata()
-        meta_common.update({"model": model.identity, "mode": "sequential", "quantizer_id": quantizer_id,
-                            "unselected": "same-quantizer"})
-        keep = (("X", "X_tilde", "stats", "stats_tilde") if store == "X"
-                else ("H", "H_tilde", "G", "stats", "stats_tilde"))
-        recs = sequential_capture(model, ct, quantize, missing, unselected=quantize, keep=keep, progress=progress)
-        for n in missing:
-            r = recs[n]
-            l = model.layer(n)
-            arrays = {"X": r.X, "X_tilde": r.X_tilde} if store == "X" else {"H": r.H, "H_tilde": r.H_tilde, "G": r.G}
-            meta = dict(meta_common, layer=n, storage_type=l.storage_type, shape=list(l.shape),
-                        quantize_seconds=r.quantize_seconds)
-            p = cache_path(cdir, keys[n])
-            save_npz_atomic(p, arrays, keys[n], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
-            out[n] = CachedLayer(n, arrays, r.stats, r.stats_tilde, meta, p, False, keys[n])
+        recs = sequential_capture(model, ct, quantize, missing, unselected=quantize, keep=_SEQUENTIAL_KEEP[store],
+                                  progress=progress)
+        out.update(_save_sequential(model, ct, recs, missing, keys, cdir, store, base))
     return {l.name: out[l.name] for l in sel}
