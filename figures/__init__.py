@@ -24,6 +24,7 @@ FIGURES = {
     6: "figures.fig6_tightness",
     7: "figures.fig7_lambda_rec",
     8: "figures.fig8_tightness_search",
+    9: "figures.fig9_alphabet_llm",
 }
 
 

@@ -1,7 +1,7 @@
 """Reading the result store for the figures (the store only: nothing is recomputed here).
 
 :func:`open_source` opens a store and selects a campaign; :class:`Source` hands out its finished
-cells by study, the real-LLM cells of the store (figures 4 and 6) and the provenance footer. Missing
+cells by study, the real-LLM cells of the store (figures 4, 6 and 9) and the provenance footer. Missing
 stores, campaigns, studies or measurements raise :class:`FigureDataError`, whose message names
 the command that produces what is missing.
 """
@@ -126,12 +126,15 @@ class Source:
         return self._extra[0], self._extra[1]
 
     # -- provenance -----------------------------------------------------------------------------
-    def footer(self, cells, *, what: str = "", extra_campaigns=()) -> str:
-        """``campaign … (seed …) · code <commit> · n of N cells … · store …``."""
-        parts = [_describe(self.campaign, sum(1 for c in cells if _in(c, self.campaign, self)), what)]
-        for camp in extra_campaigns:
-            if camp["id"] != self.id:
-                parts.append(_describe(camp, sum(1 for c in cells if _in(c, camp, self)), "real-LLM layers"))
+    def footer(self, cells, *, what: str = "", extra_campaigns=(), skip_unused: bool = False) -> str:
+        """``campaign … (seed …) · code <commit> · n of N cells … · store …``. ``skip_unused``: leave
+        the selected campaign out when none of ``cells`` is its own and another campaign is named
+        (a figure drawn from the real-LLM campaign only)."""
+        n = sum(1 for c in cells if _in(c, self.campaign, self))
+        others = [camp for camp in extra_campaigns if camp["id"] != self.id]
+        parts = [] if skip_unused and n == 0 and others else [_describe(self.campaign, n, what)]
+        for camp in others:
+            parts.append(_describe(camp, sum(1 for c in cells if _in(c, camp, self)), "real-LLM layers"))
         parts[-1] += f" | store {self.path.name}"
         return "data: " + "\n      ".join(parts)  # one line per campaign
 

@@ -24,7 +24,7 @@ def add_arguments(p):
                                                  "`ptq-bounds verify` writes)")
     p.add_argument("--campaign", default=None,
                    help="campaign id, or name for its latest run (default: the latest 'default' campaign); "
-                        "figures 4 and 6 add the latest real-LLM campaign of the store when there is one")
+                        "figures 4 and 6 add the latest real-LLM campaign of the store when there is one, figure 9 draws it alone")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT}/)")
     p.add_argument("--only", default=None, metavar="1,3",
                    help=f"comma-separated figure numbers (default: all, {','.join(map(str, FIGURES))})")
@@ -75,7 +75,7 @@ def run(args) -> int:
     if getattr(args, "list", False):
         for n in FIGURES:
             mod = figure_module(n)
-            study = mod.STUDY or "all cells"
+            study = mod.STUDY or ("real-LLM" if getattr(mod, "REAL_LLM", False) else "all cells")
             print(f"{n}  {mod.STEM:18s} study {study:10s} claims {', '.join(mod.CLAIMS)}\n   {mod.TITLE}")
         return 0
     try:

@@ -65,20 +65,29 @@ def tiny_campaign() -> Campaign:
 
 
 LLM_LAYERS = (("blk.0.attn_q", "attn_q"), ("blk.1.ffn_down", "ffn_down"))  # as verify.llm.campaign names them
+#: the OPTQ cells of the fake real-LLM campaign: label, grid bits (those of verify.llm.report.ALPHABET_GRIDS)
+LLM_LABELS = (("optq", 4), ("optq-3bit", 3))
+LLM_SHAPES = {"attn_q": [576, 576], "ffn_down": [576, 1536]}
 
 
 def put_llm_campaign(store: Store):
-    """A fake real-LLM campaign written cell by cell (only what figure 6 reads)."""
-    cfgs = [{"llm": {"model": "SmolLM2-135M-Instruct", "layer": layer, "kind": kind}, "algorithm": "optq", "N": 576}
-            for layer, kind in LLM_LAYERS]
+    """A fake real-LLM campaign written cell by cell (only what figures 6 and 9 read): per layer and
+    grid one OPTQ cell with tightness ratios and the alphabet measurements (‖w‖∞/δ per row, the
+    drift norms max_t‖B_{:,t}‖₁ and max_t‖B_{:,t}‖₂)."""
+    cfgs = [{"llm": {"model": "SmolLM2-135M-Instruct", "layer": layer, "kind": kind, "shape": LLM_SHAPES[kind]},
+             "algorithm": "optq", "N": LLM_SHAPES[kind][1], "label": label, "grid": {"kind": "gptq", "bits": bits}}
+            for layer, kind in LLM_LAYERS for label, bits in LLM_LABELS]
     store.open_campaign("real-llm-test", "real-llm", {"seed": 0, "eta": ETA,
                                                       "cells": [dict(c, study="real-llm") for c in cfgs]},
                         {"git_commit": "0123456789abcdef", "git_dirty": False})
     rng = np.random.default_rng(3)
     for i, cfg in enumerate(cfgs):
         rhs = 1.0 + rng.random(5)
+        half = (2 ** cfg["grid"]["bits"] - 1) / 2
         meas = {"T1.sum_c/lhs": rhs * (0.3 + 0.1 * i), "T1.sum_c/rhs": rhs,
-                "T4.projection.bound/lhs": rhs * 0.25, "T4.projection.bound/rhs": rhs}
+                "T4.projection.bound/lhs": rhs * 0.25, "T4.projection.bound/rhs": rhs,
+                "w_over_delta_max": half + rng.random(5), "drift_l1_max": np.array([20.0 + 10 * i]),
+                "drift_l2_max": np.array([2.0 + i])}
         store.put_cell("real-llm-test", {"key": f"llm:{i}", "study": "real-llm", "config": cfg, "seed": i,
                                          "status": "done", "verdicts": [], "measurements": meas})
 
@@ -151,12 +160,19 @@ def test_each_figure_renders_nonempty_files(number, src, tmp_path):
 def test_footer_states_the_provenance(number, src):
     fig = drawn(number, src)
     foot = fig._ptq_footer
+    mod = figure_module(number)
+    if getattr(mod, "REAL_LLM", False):  # drawn from the store's real-LLM campaign alone
+        camp = src.llm_campaigns()[0]
+        n = len(src.store.cells(camp["id"]))
+        assert camp["id"] in foot and f"seed {camp['config']['seed']}" in foot and "0123456789" in foot
+        assert f"{n} of {len(camp['config']['cells'])} cells (real-LLM layers)" in foot
+        assert src.id not in foot  # the selected campaign gives it no cell
+        return
     camp = src.campaign
     assert camp["id"] in foot and f"seed {camp['config']['seed']}" in foot
     commit = camp["meta"].get("git_commit")
     if commit:
         assert commit[:10] in foot
-    mod = figure_module(number)
     n = len(cells_of(src, mod.STUDY)) if mod.STUDY else len(cells_of(src, None))
     assert f"{n} of {len(camp['config']['cells'])} cells" in foot
 
@@ -287,8 +303,15 @@ def test_fig4_real_layers_ratio(store_path, tmp_path):
     """(b) puts each real layer at its recorded mismatch, with the median row ratio Qronos / OPTQ on X̃."""
     import shutil
 
+    import sqlite3
+
     p = tmp_path / "pairs.sqlite"
     shutil.copy(store_path, p)
+    con = sqlite3.connect(p)  # the pairs below are the store's only real-LLM campaign
+    with con:
+        con.execute("DELETE FROM cells WHERE campaign='real-llm-test'")
+        con.execute("DELETE FROM campaigns WHERE id='real-llm-test'")
+    con.close()
     store = Store(p)
     rng = np.random.default_rng(5)
     base = {"model": "SmolLM2-135M-Instruct", "layer": "blk.3.attn_q", "kind": "attn_q",
@@ -348,17 +371,18 @@ def test_fig6_tightness_data_includes_llm_layers(src):
     pooled = np.concatenate([c["measurements"]["T1.sum_c/lhs"] / c["measurements"]["T1.sum_c/rhs"]
                              for c in synth if "T1.sum_c/lhs" in c["measurements"]])
     assert one(fig, "synthetic:median:T1.sum_c").get_xdata()[0] == pytest.approx(np.median(pooled), rel=1e-12)
-    # real-LLM cells from the other campaign, grouped by layer type; squared-norm claims as √ratio
+    # real-LLM cells from the other campaign, grouped by layer type (the worst row of all its cells);
+    # squared-norm claims as √ratio
     llm = src.store.cells("real-llm-test")
-    for c in llm:
-        kind = c["config"]["llm"]["kind"]
-        m = c["measurements"]
+    for kind in {c["config"]["llm"]["kind"] for c in llm}:
+        ms = [c["measurements"] for c in llm if c["config"]["llm"]["kind"] == kind]
         x = one(fig, f"llm:worst:{kind}").get_offsets()[:, 0]
-        assert np.isclose(x, np.max(m["T1.sum_c/lhs"] / m["T1.sum_c/rhs"]), rtol=1e-12).any()
-        assert np.isclose(x, np.sqrt(np.max(m["T4.projection.bound/lhs"] / m["T4.projection.bound/rhs"])),
-                          rtol=1e-12).any()
+        assert np.isclose(x, max(np.max(m["T1.sum_c/lhs"] / m["T1.sum_c/rhs"]) for m in ms), rtol=1e-12).any()
+        assert np.isclose(x, np.sqrt(max(np.max(m["T4.projection.bound/lhs"] / m["T4.projection.bound/rhs"])
+                                         for m in ms)), rtol=1e-12).any()
     assert "real-llm-test" in fig._ptq_footer and "0123456789" in fig._ptq_footer
-    assert "2 of 2 cells (real-LLM layers)" in fig._ptq_footer
+    n = len(llm)
+    assert f"{n} of {n} cells (real-LLM layers)" in fig._ptq_footer
 
 
 def test_fig6_without_llm_cells(store_path, tmp_path):
@@ -381,6 +405,8 @@ def test_fig6_without_llm_cells(store_path, tmp_path):
     texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
     assert "LLM" not in texts and "real" not in texts
     assert figure_problems(fig) == []
+    with pytest.raises(FigureDataError, match=r"figure 9 needs a real-LLM campaign.*ptq-bounds verify --campaign real-llm"):
+        drawn(9, s)
 
 
 def test_fig7_lambda_recommendation_data(src):
@@ -406,6 +432,45 @@ def test_fig7_lambda_recommendation_data(src):
     fig = drawn(7, src, K=int(math.ceil(np.max(kt3))))
     stars = [s.get_offsets()[0] for s in by_gid(fig, "recommended")]
     assert any(np.allclose(s, [lam[np.argmin(bound)], np.min(bound)]) for s in stars)
+
+
+def test_fig9_alphabet_llm_data(src):
+    """Per layer type and grid, the K that P1 and T3 need, row by row, from the stored measurements with
+    the uniform forms written out (P1: ‖w‖∞/δ + ½‖B‖₁ − ½; T3 with s/δ = ½: ‖w‖∞/δ + ½‖B‖₂√(2 log(2N/η)));
+    grey lines at the (2^b − 1)/2 levels per side of the 3- and 4-bit grids."""
+    fig = drawn(9, src)
+    llm = src.store.cells("real-llm-test")
+    kinds = [k for _, k in LLM_LAYERS]
+    for label, bits in LLM_LABELS:
+        half = (2 ** bits - 1) / 2
+        holds = {"p1": 0, "t3": 0}
+        n = 0
+        for c in (c for c in llm if c["config"]["label"] == label):
+            m, kind = c["measurements"], c["config"]["llm"]["kind"]
+            N = c["config"]["llm"]["shape"][1]
+            w = m["w_over_delta_max"]
+            need = {"p1": w + 0.5 * m["drift_l1_max"][0] - 0.5,
+                    "t3": w + 0.5 * m["drift_l2_max"][0] * math.sqrt(2 * math.log(2 * N / ETA))}
+            for cond, dx in (("p1", -0.2), ("t3", 0.2)):
+                gid = f"{cond}:{label}:{kind}"
+                med_line = one(fig, f"median:{gid}")
+                np.testing.assert_allclose(med_line.get_ydata(), np.median(need[cond]), rtol=1e-12)
+                assert np.mean(med_line.get_xdata()) == pytest.approx(kinds.index(kind) + dx)
+                np.testing.assert_allclose(one(fig, f"max:{gid}").get_ydata(), np.max(need[cond]), rtol=1e-12)
+                np.testing.assert_allclose(one(fig, f"min:{gid}").get_ydata(), np.min(need[cond]), rtol=1e-12)
+                holds[cond] += int(np.sum(need[cond] <= half))
+            assert one(fig, f"w:{label}:{kind}").get_offsets()[0, 1] == pytest.approx(np.median(w), rel=1e-12)
+            n += w.size
+        ax = one(fig, f"median:p1:{label}:attn_q").axes
+        assert ax.get_yscale() == "log"
+        for b in (3, 4):  # both grids' lines in every panel, in that panel's step
+            line = one(fig, f"grid:{b}bit:{label}")
+            assert line.axes is ax and np.allclose(line.get_ydata(), (2 ** b - 1) / 2)
+        texts = " ".join(t.get_text() for t in ax.texts)
+        assert f"K ≤ {half:g} (this grid) on {holds['p1']:,} of {n:,} rows for P1, {holds['t3']:,} for T3" in texts
+        bits_axis = ax.child_axes[0]  # the right axis: K read as log2(2K + 1) bits
+        assert {"3", "4"} <= {t.get_text() for t in bits_axis.get_yticklabels()}
+        assert [t.get_text() for t in ax.get_xticklabels()] == kinds
 
 
 # ------------------------------------------------------------------------------------------------

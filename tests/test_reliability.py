@@ -187,7 +187,7 @@ def test_verify_unreachable_dask_scheduler_fails_fast(capsys, tmp_path, monkeypa
     (["--formats", "xyz"], "--formats"),
     (["--dpi", "0"], "--dpi"),
     (["--only", "abc"], "--only"),
-    (["--only", "9"], "--only"),
+    (["--only", "99"], "--only"),  # no such figure
 ])
 def test_figures_bad_options(capsys, store, tmp_path, extra, needle):
     last = bad_input(capsys, ["figures", "--store", store, "--out", tmp_path / "f", *extra], needle)

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 __all__ = ["layer_type_report", "format_layer_type_report", "tightness_records", "NOT_APPLICABLE_PREFIXES",
-           "LAYER_TYPES"]
+           "LAYER_TYPES", "ALPHABET_GRIDS", "alphabet_k_rows", "grid_half_range", "bits_for_k"]
 
 LAYER_TYPES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -247,39 +247,63 @@ def layer_type_report(store, campaign) -> dict:
 ALPHABET_GRIDS = {"optq": 4, "optq-3bit": 3}
 
 
-def _alphabet_needs(cells, eta: float = 0.05) -> dict:
-    """Per grid of :data:`ALPHABET_GRIDS`: the K (levels per side, in units of the row's step δ of
-    that grid) the uniform P1 and T3 conditions need, row by row — ``‖w‖∞/δ + ½·max_t‖B_{:,t}‖₁ − ½``
-    and ``‖w‖∞/δ + (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η))`` (:mod:`theory.alphabet`) — against the
-    half-range ``(2^b − 1)/2`` the b-bit grid gives, and the bits a grid with the same step would need
-    (``⌈log2(2K + 1)⌉``)."""
+def grid_half_range(bits: int) -> float:
+    """The levels per side a b-bit grid gives, in its own step: ``(2^b − 1)/2``."""
+    return (2**int(bits) - 1) / 2
+
+
+def bits_for_k(K) -> int:
+    """The bits a grid with K levels per side (same step) needs: ``⌈log2(2K + 1)⌉``."""
+    return int(math.ceil(math.log2(2 * float(K) + 1)))
+
+
+def alphabet_k_rows(cells, label: str, eta: float = 0.05) -> dict | None:
+    """Row by row, over the cells whose configuration ``label`` is ``label`` (one per layer) and that
+    store ``w_over_delta_max``, ``drift_l1_max`` and ``drift_l2_max``: the K (levels per side, in units
+    of the row's step δ) the uniform P1 and T3 conditions need (:mod:`theory.alphabet`),
+
+    * P1: ``‖w‖∞/δ + ½·max_t‖B_{:,t}‖₁ − ½``,
+    * T3: ``‖w‖∞/δ + (s/δ)·max_t‖B_{:,t}‖₂·√(2 log(2N/η))`` (Hoeffding's s),
+
+    as ``{"w": ‖w‖∞/δ, "p1": …, "t3": …, "layers": count}`` (arrays over all rows, in the order of
+    ``cells``), or ``None`` when no cell has them. The report's alphabet section and figure 9 both
+    read this."""
     from theory import alphabet as AL
 
+    w_all, p1, t3 = [], [], []
+    for c in cells:
+        m = c.get("measurements") or {}
+        if c["config"].get("label") != label or "w_over_delta_max" not in m or "drift_l1_max" not in m:
+            continue
+        w = np.asarray(m["w_over_delta_max"], dtype=np.float64)
+        N = int(c["config"]["llm"]["shape"][1])
+        w_all.append(w)
+        p1.append(w + float(AL.p1_uniform_radius(float(m["drift_l1_max"][0]))) - 0.5)
+        t3.append(w + float(AL.t3_uniform_radius(float(m["drift_l2_max"][0]), N, eta)))
+    if not w_all:
+        return None
+    return {"w": np.concatenate(w_all), "p1": np.concatenate(p1), "t3": np.concatenate(t3), "layers": len(w_all)}
+
+
+def _alphabet_needs(cells, eta: float = 0.05) -> dict:
+    """Per grid of :data:`ALPHABET_GRIDS`: the K the uniform P1 and T3 conditions need, row by row
+    (:func:`alphabet_k_rows`), against the half-range ``(2^b − 1)/2`` the b-bit grid gives, and the
+    bits a grid with the same step would need (:func:`bits_for_k`)."""
     out = {}
     for label, bits in ALPHABET_GRIDS.items():
-        w_all, p1, t3 = [], [], []
-        for c in cells:
-            m = c.get("measurements") or {}
-            if c["config"].get("label") != label or "w_over_delta_max" not in m or "drift_l1_max" not in m:
-                continue
-            w = np.asarray(m["w_over_delta_max"], dtype=np.float64)
-            N = int(c["config"]["llm"]["shape"][1])
-            w_all.append(w)
-            p1.append(w + float(AL.p1_uniform_radius(float(m["drift_l1_max"][0]))) - 0.5)
-            t3.append(w + float(AL.t3_uniform_radius(float(m["drift_l2_max"][0]), N, eta)))
-        if not w_all:
+        r = alphabet_k_rows(cells, label, eta)
+        if r is None:
             continue
-        w, p1, t3 = np.concatenate(w_all), np.concatenate(p1), np.concatenate(t3)
-        half = (2**bits - 1) / 2
-        need_bits = lambda K: int(math.ceil(math.log2(2 * K + 1)))  # noqa: E731
-        out[label] = {"bits": bits, "grid_half_range": half, "rows": int(w.size), "layers": len(w_all),
+        w, p1, t3 = r["w"], r["p1"], r["t3"]
+        half = grid_half_range(bits)
+        out[label] = {"bits": bits, "grid_half_range": half, "rows": int(w.size), "layers": r["layers"],
                       "w_over_delta_median": float(np.median(w)),
                       "p1": {"median": float(np.median(p1)), "max": float(np.max(p1)),
-                             "rows_holding": int(np.sum(p1 <= half)), "bits_median": need_bits(np.median(p1)),
-                             "bits_max": need_bits(np.max(p1))},
+                             "rows_holding": int(np.sum(p1 <= half)), "bits_median": bits_for_k(np.median(p1)),
+                             "bits_max": bits_for_k(np.max(p1))},
                       "t3": {"median": float(np.median(t3)), "max": float(np.max(t3)),
-                             "rows_holding": int(np.sum(t3 <= half)), "bits_median": need_bits(np.median(t3)),
-                             "bits_max": need_bits(np.max(t3)), "eta": eta}}
+                             "rows_holding": int(np.sum(t3 <= half)), "bits_median": bits_for_k(np.median(t3)),
+                             "bits_max": bits_for_k(np.max(t3)), "eta": eta}}
     return out
 
 
