@@ -30,6 +30,8 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from verify.defaults import setting
+
 from ._data import claim_arrays, meas
 from ._style import REF, Z_REF, add_footer, color, new_figure, note, plain_log_ticks, ref_line
 
@@ -52,7 +54,7 @@ def split(cells) -> dict:
     out: dict = {}
     for c in cells:
         cfg = c["config"]
-        kind = ("det" if cfg.get("rounding", "nearest") != "stochastic"
+        kind = ("det" if setting(cfg, "rounding") != "stochastic"
                 else "dz" if cfg["grid"].get("K") is None else "finite")
         out.setdefault(cfg.get("family", "?"), {})[kind] = c
     return out

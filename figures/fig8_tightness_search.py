@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from ._data import FigureDataError, group_of, is_llm, ratio
+from ._data import FigureDataError, is_llm, ratio
 from ._style import add_footer, new_figure
 
 NUMBER = 8

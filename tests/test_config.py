@@ -54,3 +54,15 @@ def test_typed_fields():
                           "grid": {"kind": "gptq", "bits": 4}, "claims": ["T1.sum_c"]}).typed
     assert (c.family, c.m, c.N, c.n, c.algorithm, c.claims) == ("dead", 40, 8, 2, "optq", ("T1.sum_c",))
     assert c.order is None and c.given[0] == "family"
+
+
+def test_defaults_live_in_one_place():
+    """Every reader takes a left-out key's value from verify.defaults; a key without a default (or a
+    misspelt one) is an error, never None."""
+    from verify.defaults import DEFAULTS, setting
+
+    assert setting({}, "order") == "natural" and setting({"order": "decreasing"}, "order") == "decreasing"
+    assert setting({"cond": None}, "cond") == DEFAULTS["cond"]
+    with pytest.raises(KeyError, match="has no default"):
+        setting({}, "ordr")
+    assert set(DEFAULTS) <= set(CellConfig.keys())

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CellConfig
+from .defaults import setting
 from .sources import load_layer
 
 __all__ = ["Cell", "Campaign", "run_cell", "cell_seed", "make_grid", "make_layer"]
@@ -153,7 +154,7 @@ def lam_of(cfg: dict, X_loop: np.ndarray) -> dict:
     if "lam" in cfg:
         return {"lam": float(cfg["lam"])}
     mean = float(np.mean(np.sum(np.asarray(X_loop, dtype=np.float64) ** 2, axis=0))) or 1.0
-    return {"lam": float(cfg.get("lam_rel", 0.01)) * mean}
+    return {"lam": float(setting(cfg, "lam_rel")) * mean}
 
 
 def quantize(cfg: dict, W, X, Xt, rng):
@@ -165,8 +166,8 @@ def quantize(cfg: dict, W, X, Xt, rng):
     if spec.get("K") in ("p1", "t3"):
         spec["K"] = _sized_K(spec, cfg, W, X, Xt)
     grid = make_grid(spec, W)
-    common = dict(order=cfg.get("order", "natural"), rounding=cfg.get("rounding", "nearest"), rng=rng,
-                  block_size=int(cfg.get("block_size", 128)))
+    common = dict(order=setting(cfg, "order"), rounding=setting(cfg, "rounding"), rng=rng,
+                  block_size=int(setting(cfg, "block_size")))
     if alg == "rtn":
         r = A.rtn(W, grid, rounding=common["rounding"], rng=rng)
         return r, W, X, None
@@ -177,7 +178,7 @@ def quantize(cfg: dict, W, X, Xt, rng):
     if alg == "qronos":
         if Xt is None:
             raise ValueError("a Qronos cell needs a mismatch")
-        r = A.qronos(W, X, Xt, grid=grid, variant=cfg.get("variant", "projection"), **lam_of(cfg, Xt), **common)
+        r = A.qronos(W, X, Xt, grid=grid, variant=setting(cfg, "variant"), **lam_of(cfg, Xt), **common)
         return r, W, X, Xt
     raise ValueError(f"unknown algorithm {alg!r}")
 
@@ -191,14 +192,14 @@ def _sized_K(spec, cfg, W, X, Xt) -> int:
 
     data = Xt if Xt is not None else X
     delta = float(spec["delta_rel"]) * float(np.max(np.abs(W)) or 1.0)
-    probe = A.optq(W[:1], data, grid=A.Grid.integers(delta), order=cfg.get("order", "natural"),
+    probe = A.optq(W[:1], data, grid=A.Grid.integers(delta), order=setting(cfg, "order"),
                    rng=np.random.default_rng(0), **lam_of(cfg, data))
     Bm = theory.B(np.asarray(data, dtype=np.float64), float(probe.lam), np.asarray(probe.order))
     w_over = float(np.max(np.abs(W))) / delta
     if spec["K"] == "p1":  # K + ½ ≥ ‖w‖∞/δ + ½ max_t ‖B_{:,t}‖₁
         need = theory.alphabet.k_needed_p1(w_over, Bm)
     else:  # K ≥ ‖w‖∞/δ + (s/δ) max_t ‖B_{:,t}‖₂ √(2 log(2N/η)), s² = δ²/4
-        eta = float(cfg.get("eta", 0.05))
+        eta = float(setting(cfg, "eta"))
         need = theory.alphabet.k_needed_t3(w_over, Bm, eta, "hoeffding")
     return max(1, int(math.ceil(need - 1e-12)))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from .campaign import Campaign, Cell
 from .data import FAMILIES
+from .defaults import setting
 
 __all__ = ["CAMPAIGNS", "default_campaign", "quick_campaign", "get_campaign"]
 
@@ -159,7 +160,7 @@ def quick_campaign(seed: int = 0) -> Campaign:
         if seen.get(k, 0) < 1:
             seen[k] = seen.get(k, 0) + 1
             cfg = dict(c.config)
-            if cfg.get("n", 1) > 2000:  # enough trials for the expectation test's declared power
+            if setting(cfg, "n") > 2000:  # enough trials for the expectation test's declared power
                 cfg["n"] = 2000
             keep.append(Cell(c.study, cfg))
     return Campaign(name="quick", seed=seed, cells=tuple(keep), description="a smoke test of every cell kind")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .defaults import setting
+
 __all__ = ["FAMILIES", "SINGULAR", "make_X", "mismatch", "synthetic_layer"]
 
 #: the synthetic data families (the one definition: campaigns, audit and strategies use it)
@@ -76,10 +78,10 @@ def synthetic_layer(cfg: dict, rng: np.random.Generator):
     condition ``cond``), ``n`` weight rows (one row repeated with ``same_w``) scaled by ``w_scale``,
     ``X_tilde`` from ``cfg["mismatch"]``; cast to ``cfg["dtype"]`` (default float64)."""
     fam, m, N = cfg["family"], int(cfg["m"]), int(cfg["N"])
-    X = make_X(fam, m, N, rng, cond=float(cfg.get("cond", 1e6)))
-    n = int(cfg.get("n", 1))
-    scale = float(cfg.get("w_scale", 1.0))
-    if cfg.get("same_w", False):
+    X = make_X(fam, m, N, rng, cond=float(setting(cfg, "cond")))
+    n = int(setting(cfg, "n"))
+    scale = float(setting(cfg, "w_scale"))
+    if setting(cfg, "same_w"):
         w = rng.standard_normal(N) * scale
         W = np.repeat(w[None, :], n, axis=0)
     else:
@@ -88,6 +90,6 @@ def synthetic_layer(cfg: dict, rng: np.random.Generator):
     if cfg.get("mismatch"):
         mm = cfg["mismatch"]
         Xt = mismatch(X, rng, kind=mm["kind"], level=float(mm["level"]))
-    dtype = np.dtype(cfg.get("dtype", "float64"))
+    dtype = np.dtype(setting(cfg, "dtype"))
     cast = (lambda a: None if a is None else a.astype(dtype))  # noqa: E731
     return cast(W), cast(X), cast(Xt)

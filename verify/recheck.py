@@ -20,6 +20,8 @@ import numpy as np
 
 from theory.precision import NU_MAX
 
+from .defaults import setting
+
 __all__ = ["float64_recheck", "format_float64_recheck", "recheck_line", "ABOVE_RTOL", "float64_precision_recheck",
            "format_float64_precision_recheck", "precision_recheck_line", "PRECISION_REASON"]
 
@@ -37,7 +39,7 @@ def _exceeding(store, campaign_id: str) -> list[tuple[float, dict, list]]:
     out = []
     for c in store.cells(campaign_id, measurements=False):
         cfg = c["config"]
-        if c["status"] != "done" or cfg.get("dtype", "float64") == "float64" or cfg.get("degenerate"):
+        if c["status"] != "done" or setting(cfg, "dtype") == "float64" or setting(cfg, "degenerate"):
             continue
         bad = [(v["worst_ratio"], v["claim"]) for v in c["verdicts"]
                if v["kind"] == "deterministic bound" and v["claim"] not in per_run and v["in_scope"]
@@ -129,7 +131,7 @@ def _precision_limited(store, campaign_id: str) -> list[tuple[int, dict, dict]]:
     out = []
     for c in store.cells(campaign_id, measurements=False):
         cfg = c["config"]
-        if c["status"] != "done" or cfg.get("dtype", "float64") == "float64":
+        if c["status"] != "done" or setting(cfg, "dtype") == "float64":
             continue
         per = {}
         for v in c["verdicts"]:

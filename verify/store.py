@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
+from .defaults import setting
 
 __all__ = ["Store", "CellRecord", "CONFIG_COLUMNS", "config_columns", "pack_arrays", "unpack_arrays"]
 
@@ -401,8 +402,8 @@ def config_columns(cfg: dict) -> dict:
     alg = cfg.get("algorithm")
     out = {k: None for k in CONFIG_COLUMNS}
     out.update(family=cfg.get("family") or ("llm" if src["source"] == "llm" else None), n=cfg.get("n"), N=cfg.get("N"),
-               m=cfg.get("m"), algorithm=alg, order=cfg.get("order", "natural"),
-               rounding=cfg.get("rounding", "nearest"), dtype=cfg.get("dtype", "float64"),
+               m=cfg.get("m"), algorithm=alg, order=setting(cfg, "order"),
+               rounding=setting(cfg, "rounding"), dtype=setting(cfg, "dtype"),
                grid=_describe_grid(cfg.get("grid")), mismatch=_describe_mismatch(cfg.get("mismatch")),
                model=llm.get("model") if llm else src["model"], layer=llm.get("layer") if llm else src["layer"],
                label=cfg.get("label"))
@@ -410,14 +411,14 @@ def config_columns(cfg: dict) -> dict:
         out.update(order=cfg.get("order"), rounding=cfg.get("rounding"), dtype=cfg.get("dtype"))
         return out
     if alg == "qronos":
-        out["variant"] = cfg.get("variant", "projection")
+        out["variant"] = setting(cfg, "variant")
     if alg != "rtn":  # RTN has no damping
         if "percdamp" in cfg:
             out.update(damping="percdamp", percdamp=cfg["percdamp"])
         elif "lam" in cfg:
             out.update(damping="lam", lam=cfg["lam"])
         else:
-            out.update(damping="lam_rel", lam_rel=cfg.get("lam_rel", 0.01))
+            out.update(damping="lam_rel", lam_rel=setting(cfg, "lam_rel"))
     return out
 
 

@@ -26,10 +26,20 @@ from .gguf_model import (  # noqa: F401
     GGUFModel,
     LinearLayer,
     ModelConfig,
-    clear_caches,
     find_gguf,
     load_model,
 )
+
+
+
+def clear_caches() -> None:
+    """Forget every memoized model, GGUF reader, tokenizer and file hash of :mod:`verify.llm`
+    (they are keyed by the file's path, size and mtime, so this is only needed to free memory)."""
+    from . import campaign, gguf_model, tokenizer
+
+    for fn in (gguf_model._load_cached, gguf_model._sha256, campaign._gguf_reader, tokenizer._tokenizer_for):
+        fn.cache_clear()
+
 
 _LAZY = {
     "build_tokenizer": "tokenizer",

@@ -76,6 +76,7 @@ import math
 import numpy as np
 
 from ..campaign import Campaign, Cell, claims_for, make_grid
+from ..defaults import setting
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_TOKENS", "DEFAULT_SEQ_LEN", "DEFAULT_SOURCE", "QUICK_LAYERS",
@@ -332,7 +333,7 @@ def layer_cells(layer, data_key: dict, recipes, *, n_blocks: int, m: int, model_
                 "data": dict(data_key), "data_sha256": data_hash, "input_stats": dict(stats or {}),
             },
         )
-        if cfg.get("degenerate"):
+        if setting(cfg, "degenerate"):
             cfg["degenerate_reason"] = DEGENERATE_NOTE
         cells.append(Cell("real-llm", cfg))
     return cells

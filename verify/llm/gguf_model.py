@@ -582,8 +582,8 @@ def _check_shapes(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
             )
 
 
-#: at most this many dequantized models stay in memory for reuse (least recently used first out);
-#: :func:`clear_caches` empties every memo of this package's model readers
+#: at most this many dequantized models stay in memory for reuse (least recently used first out)
+#: (:func:`verify.llm.clear_caches` empties every memo of the model readers)
 MODELS_KEPT = 2
 
 
@@ -627,11 +627,3 @@ def _load(identity: tuple[str, int, int], dtype_str: str) -> GGUFModel:
     _check_shapes(cfg, tensors)
     return GGUFModel(path=path, config=cfg, tensors=tensors, storage_types=storage, metadata=meta, _reader=reader)
 
-
-def clear_caches() -> None:
-    """Forget every memoized model, GGUF reader, tokenizer and file hash of :mod:`verify.llm`
-    (they are keyed by the file's path, size and mtime, so this is only needed to free memory)."""
-    from . import campaign, tokenizer
-
-    for fn in (_load_cached, _sha256, campaign._gguf_reader, tokenizer._tokenizer_for):
-        fn.cache_clear()

@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from ..defaults import setting
+
 __all__ = ["layer_type_report", "format_layer_type_report", "tightness_records", "NOT_APPLICABLE_PREFIXES",
            "LAYER_TYPES", "ALPHABET_GRIDS", "alphabet_k_rows", "grid_half_range", "bits_for_k"]
 
@@ -65,7 +67,7 @@ def tightness_records(store, campaign, *, include_degenerate: bool = False) -> l
         if c["status"] != "done":
             continue
         cfg = c["config"]
-        deg = bool(cfg.get("degenerate"))
+        deg = bool(setting(cfg, "degenerate"))
         if deg and not include_degenerate:
             continue
         meas = c["measurements"]
@@ -125,10 +127,10 @@ def _match_key(cfg: dict) -> str:
 
 def _role(cfg: dict) -> str | None:
     alg, inputs = cfg.get("algorithm"), cfg["llm"].get("inputs")
-    if cfg.get("degenerate") or cfg["llm"].get("weights") != "stored":
+    if setting(cfg, "degenerate") or cfg["llm"].get("weights") != "stored":
         return None
     if alg == "qronos":
-        return f"qronos-{cfg.get('variant', 'projection')}"
+        return f"qronos-{setting(cfg, 'variant')}"
     if alg == "optq":
         return "optq-on-xtilde" if inputs == "X_tilde" else "optq-on-x"
     return None
@@ -348,7 +350,7 @@ def _qronos_vs_optq(cells) -> dict:
     for c in cells:
         cfg = c["config"]
         role = _role(cfg)
-        if role is None or cfg.get("rounding", "nearest") != "nearest":
+        if role is None or setting(cfg, "rounding") != "nearest":
             continue
         groups[_match_key(cfg)][role] = c
     out = {}
