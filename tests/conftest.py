@@ -14,6 +14,19 @@ import pytest
 from algorithms._backend import to_numpy
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def cli_code(argv) -> int:
+    """The exit code of ``ptq-bounds argv`` run in this process (argparse errors raise SystemExit)."""
+    from verify.cli import main
+
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
 def cupy_ready() -> bool:
     """CuPy is installed and sees a CUDA device."""
     if importlib.util.find_spec("cupy") is None:

@@ -12,16 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from verify.cli import main
-
-TRACEBACK = "Traceback (most recent call last)"
-
-
-def code(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+from conftest import TRACEBACK
+from conftest import cli_code as code
 
 
 def bad_input(capsys, argv, *needles):

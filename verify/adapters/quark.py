@@ -225,6 +225,23 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
         "config": {"desc_act": cfg.desc_act, "static_groups": cfg.static_groups}})
 
 
+def _mismatch_inputs(W, X, X_tilde, grid, order):
+    """``(W, X, X̃, group size)`` in float64 copies, after checking the order and the grid (the
+    start that Quark's Qronos and GPTAQ share)."""
+    _orders(order)
+    W = np.array(W, dtype=np.float64, copy=True)
+    X = np.array(X, dtype=np.float64, copy=True)
+    Xt = np.array(X_tilde, dtype=np.float64, copy=True)
+    return W, X, Xt, _check_grid(grid, W, Xt, order)
+
+
+def _observed(algo, X, Xt):
+    """``algo`` after it has seen the quantized-model inputs ``X̃`` and the float inputs ``X``."""
+    algo.add_batch_quantized(_seqs(Xt), None, "layer")
+    algo.add_batch_nonquantized(_seqs(X), None, "layer")
+    return algo
+
+
 def qronos(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128):
     """Quark's Qronos (``quark.torch.algorithm.qronos.qronos.Qronos.quantize``) on one ``nn.Linear``:
     ``X`` the float inputs, ``X_tilde`` the inputs of the quantized model."""
@@ -233,20 +250,14 @@ def qronos(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128
     from quark.torch.algorithm.qronos.qronos import Qronos
     from quark.torch.quantization.config.config import QronosConfig
 
-    _orders(order)
-    W = np.array(W, dtype=np.float64, copy=True)
-    X = np.array(X, dtype=np.float64, copy=True)
-    Xt = np.array(X_tilde, dtype=np.float64, copy=True)
-    m, N = Xt.shape
-    g = _check_grid(grid, W, Xt, order)
+    W, X, Xt, g = _mismatch_inputs(W, X, X_tilde, grid, order)
+    m = Xt.shape[0]
     if g and not grid.static_groups:
         raise Decline("quark: its Qronos with groups fitted on the fly (static_groups=False) quantizes the first "
                       "column with a quantizer that has observed no weights (q = 0) and then raises ValueError "
                       "(torch.cat of an empty scale list): not run")
     lin, _spec = _layer(W, grid, g)
-    algo = Qronos(lin)
-    algo.add_batch_quantized(_seqs(Xt), None, "layer")
-    algo.add_batch_nonquantized(_seqs(X), None, "layer")
+    algo = _observed(Qronos(lin), X, Xt)
     # alpha such that alpha·power_iteration(H) = λ/m, with Quark's own power iteration on the H it will use
     H = algo.H.clone()
     dead = torch.diag(H) == 0
@@ -276,12 +287,7 @@ def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128,
     from quark.torch.algorithm.gptaq.gptaq import Gptaq
     from quark.torch.quantization.config.config import GPTAQConfig
 
-    _orders(order)
-    W = np.array(W, dtype=np.float64, copy=True)
-    X = np.array(X, dtype=np.float64, copy=True)
-    Xt = np.array(X_tilde, dtype=np.float64, copy=True)
-    m, N = Xt.shape
-    g = _check_grid(grid, W, Xt, order)
+    W, X, Xt, g = _mismatch_inputs(W, X, X_tilde, grid, order)
     if g and not grid.static_groups:
         raise Decline("quark: its GPTAQ with groups fitted on the fly (static_groups=False) never records a group's "
                       "scale (its group counter is not carried between columns: it refits at every column) and then "
@@ -289,12 +295,10 @@ def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128,
     kw = {} if alpha is None else {"alpha": float(alpha)}
     cfg = _config(GPTAQConfig, order, grid, g, block_size=blocksize, **kw)
     lin, _spec = _layer(W, grid, g)
-    algo = Gptaq(lin)
-    algo.add_batch_quantized(_seqs(Xt), None, "layer")
-    algo.add_batch_nonquantized(_seqs(X), None, "layer")
+    algo = _observed(Gptaq(lin), X, Xt)
     d = torch.diagonal(algo.H).detach().double().numpy().copy()
     d[d == 0] = 1.0
-    percdamp = percdamp_for(lam, d, 2.0 / m)
+    percdamp = percdamp_for(lam, d, 2.0 / Xt.shape[0])
     with _quiet_and_watch(mod) as failed, recording_argsort(torch) as sorts, torch.no_grad():
         algo.quantize(cfg.block_size, percdamp, cfg.alpha, g if g else -1, cfg.desc_act, cfg.static_groups)
     return _finish(lin, algo, W, Xt, grid, g, order, sorts, d, {
