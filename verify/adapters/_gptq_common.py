@@ -145,3 +145,15 @@ def class_setup(library: str, grid, order, blocksize: int, N: int):
     if group > 0 and not grid.static_groups:
         blocksize = group
     return group, blocksize
+
+
+def torch_linear(W, dtype: str = "float32"):
+    """A bias-free ``torch.nn.Linear`` holding ``W`` (``n × N``) in ``dtype`` (``"float32"`` or
+    ``"float64"``): the one layer every GPTQ-family library quantizes."""
+    import torch
+
+    n, N = W.shape
+    lin = torch.nn.Linear(N, n, bias=False, dtype=getattr(torch, dtype))
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(np.asarray(W, dtype=np.float64)).to(lin.weight.dtype))
+    return lin

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Adapter, AdapterResult
-from ._gptq_common import class_setup, class_used, patched, percdamp_for, recording_argsort
+from ._gptq_common import class_setup, class_used, patched, percdamp_for, recording_argsort, torch_linear
 
 INSTALL = ("pip install 'provable-ptq[auto-gptq]' (auto-gptq==0.7.1, torch==2.13.0, transformers==4.40.2) in its "
            "own environment: bash benchmarks/field_audit_envs.sh auto-gptq")
@@ -41,11 +41,8 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     W = np.array(W, dtype=np.float64, copy=True)
     X = np.array(X, dtype=np.float64, copy=True)
     m, N = X.shape
-    n = W.shape[0]
     group, blocksize = class_setup("auto-gptq", grid, order, blocksize, N)
-    lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float32)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(W).float())
+    lin = torch_linear(W, "float32")
     g = GPTQ(lin)
     g.quantizer.configure(int(grid.bits), perchannel=True, sym=bool(grid.sym), mse=False)
     g.add_batch(torch.from_numpy(X).float().reshape(m, 1, N), None)  # m sequences of one token

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Adapter, AdapterResult
-from ._gptq_common import class_setup, class_used, percdamp_for, recording_argsort
+from ._gptq_common import class_setup, class_used, percdamp_for, recording_argsort, torch_linear
 
 INSTALL = ("pip install 'provable-ptq[gptqmodel]' (gptqmodel==7.7.0, torch==2.14.1) in its own environment: "
            "bash benchmarks/field_audit_envs.sh gptqmodel")
@@ -67,11 +67,8 @@ def gptq(W, X, *, grid, lam, rng=None, order="natural", blocksize=128):
     W = np.array(W, dtype=np.float64, copy=True)
     X = np.array(X, dtype=np.float64, copy=True)
     m, N = X.shape
-    n = W.shape[0]
     group, blocksize = class_setup("gptqmodel", grid, order, blocksize, N)
-    lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(W))
+    lin = torch_linear(W, "float64")
     qcfg = QuantizeConfig(bits=int(grid.bits), group_size=group, sym=bool(grid.sym), desc_act=order == "decreasing",
                           act_group_aware=False)
     g = GPTQ(lin, qcfg)
@@ -105,11 +102,8 @@ def gptaq(W, X, *, X_tilde, grid, lam, rng=None, order="natural", blocksize=128,
     X = np.array(X, dtype=np.float64, copy=True)
     Xt = np.array(X_tilde, dtype=np.float64, copy=True)
     m, N = Xt.shape
-    n = W.shape[0]
     group, blocksize = class_setup("gptqmodel", grid, order, blocksize, N)
-    lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(W))
+    lin = torch_linear(W, "float64")
     named = NamedModule(lin, name="layer", full_name="model.layers.0.layer", layer_index=0)
     named.state[NATIVE_INPUTS_STATE_KEY] = [torch.from_numpy(X).reshape(m, 1, N)]
     qcfg = QuantizeConfig(bits=int(grid.bits), group_size=group, sym=bool(grid.sym), desc_act=order == "decreasing",

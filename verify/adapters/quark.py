@@ -44,7 +44,15 @@ import numpy as np
 
 from ..audit import Decline
 from . import Adapter, AdapterResult
-from ._gptq_common import dead_mask, minmax, patched, percdamp_for, recording_argsort, stable_decreasing
+from ._gptq_common import (
+    dead_mask,
+    minmax,
+    patched,
+    percdamp_for,
+    recording_argsort,
+    stable_decreasing,
+    torch_linear,
+)
 
 INSTALL = ("pip install 'provable-ptq[amd-quark]' (amd-quark==0.13, torch==2.13.0, transformers==5.17.0) in its "
            "own environment: bash benchmarks/field_audit_envs.sh amd-quark")
@@ -140,9 +148,7 @@ def _layer(W, grid, g):
     else:
         spec = QTensorConfig(qscheme=QSchemeType.per_channel, observer_cls=PerChannelMinMaxObserver, ch_axis=0,
                              **common)
-    lin = torch.nn.Linear(N, n, bias=False, dtype=torch.float32)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(np.asarray(W, dtype=np.float64)).float())
+    lin = torch_linear(W, "float32")
     lin._weight_quantizer = FakeQuantizeBase.get_fake_quantize(spec, torch.device("cpu"))
     return lin, spec
 
