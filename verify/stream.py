@@ -1,0 +1,206 @@
+"""Calibration data that never has to be in memory at once: accumulated Gram matrices.
+
+OPTQ and Qronos see their calibration data only through inner products: ``H = XᵀX`` (OPTQ),
+``H̃ = X̃ᵀX̃`` and ``G = X̃ᵀX`` (Qronos). So do the ℓ2 claims (I1, T1, P1, T3, T4, O1, L1): ``c_t``,
+``M``, ``B``, ``‖X(w−q)‖₂``, ``ρ_λ`` and the singular values of ``X_{>t}`` are functions of the
+Gram matrix of ``[X, X̃]``. This module
+
+1. accumulates that Gram matrix over row chunks (:class:`GramAccumulator`: float64, any number
+   of rows, memory ``(2N)²`` numbers; chunks may be NumPy arrays, or come from Dask arrays);
+2. turns it into a *square root* (:func:`square_root`): matrices ``X'`` and ``X̃'`` with at most
+   ``2N`` rows such that ``X'ᵀX' = XᵀX``, ``X̃'ᵀX̃' = X̃ᵀX̃`` and ``X̃'ᵀX' = X̃ᵀX`` (from an
+   eigendecomposition of the joint Gram matrix; dead features stay exactly zero);
+3. quantizes and checks on ``(X', X̃')`` with the same algorithms and the same checker as in
+   memory (:func:`check_streamed`).
+
+What a square root cannot give: the individual sample rows. The ℓ∞ claims (``T2.*``, ``T5.*``,
+:data:`ROW_CLAIMS`) are about ``max_i |(X(w−q))_i|`` over the samples and the per-row variances
+``σ_i²``; :func:`check_streamed` reports them as not exercised, with that reason, instead of
+judging them on the rows of ``X'``. ``m`` enters no other claim (tests check that every other
+claim gives the same numbers on ``X`` and on its square root).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GramAccumulator", "Grams", "square_root", "check_streamed", "StreamedCheck", "ROW_CLAIMS",
+           "chunks_of"]
+
+#: claims about individual sample rows (ℓ∞ over the samples): not judged from Gram matrices
+ROW_CLAIMS = ("T2.", "T5.")
+
+
+def is_row_claim(cid: str) -> bool:
+    return cid.startswith(ROW_CLAIMS)
+
+
+@dataclass(frozen=True)
+class Grams:
+    """The accumulated inner products of ``m`` calibration rows (float64): ``H = XᵀX`` and, with
+    mismatched inputs, ``H_tilde = X̃ᵀX̃`` and ``G = X̃ᵀX``."""
+
+    H: np.ndarray
+    m: int
+    H_tilde: np.ndarray | None = None
+    G: np.ndarray | None = None
+
+    @property
+    def N(self) -> int:
+        return int(self.H.shape[0])
+
+    def joint(self) -> np.ndarray:
+        """The Gram matrix of ``[X, X̃]`` (``2N × 2N``), or ``H`` without mismatch."""
+        if self.H_tilde is None:
+            return self.H
+        return np.block([[self.H, self.G.T], [self.G, self.H_tilde]])
+
+
+class GramAccumulator:
+    """Accumulates ``XᵀX`` (and ``X̃ᵀX̃``, ``X̃ᵀX``) over row chunks in float64.
+
+    >>> acc = GramAccumulator(N=4096, mismatch=True)
+    >>> for X_c, Xt_c in chunks:          # m_c × N each, any dtype
+    ...     acc.add(X_c, Xt_c)
+    >>> grams = acc.result()
+
+    Chunks are added in order; the result depends only on the chunks, not on where they were
+    computed (:meth:`add_dask` computes each chunk's products on a Dask cluster and adds them here,
+    in the same order, so it gives the same bits as adding the same chunks locally).
+    """
+
+    def __init__(self, N: int, *, mismatch: bool = False):
+        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+            raise ValueError(f"N must be an integer ≥ 1 (the number of features), got {N!r}")
+        self.N, self.mismatch, self.m = int(N), bool(mismatch), 0
+        self._H = np.zeros((self.N, self.N))
+        self._Ht = np.zeros((self.N, self.N)) if mismatch else None
+        self._G = np.zeros((self.N, self.N)) if mismatch else None
+
+    def _check(self, name, A):
+        A = np.asarray(A)
+        if A.ndim != 2 or A.shape[1] != self.N:
+            raise ValueError(f"{name} must be a chunk of rows, m_c × N = m_c × {self.N}, got shape {A.shape}")
+        if not np.all(np.isfinite(A)):
+            raise ValueError(f"{name} holds NaN or Inf")
+        return A.astype(np.float64, copy=False)
+
+    def products(self, X, X_tilde=None) -> tuple:
+        """The chunk's contribution ``(XᵀX, X̃ᵀX̃, X̃ᵀX)`` (the last two ``None`` without mismatch)."""
+        X = self._check("X", X)
+        if not self.mismatch:
+            if X_tilde is not None:
+                raise ValueError("X_tilde given to an accumulator made with mismatch=False")
+            return X.T @ X, None, None
+        if X_tilde is None:
+            raise ValueError("X_tilde: this accumulator has mismatch=True, give each chunk's X_tilde")
+        Xt = self._check("X_tilde", X_tilde)
+        if Xt.shape != X.shape:
+            raise ValueError(f"X_tilde chunk has shape {Xt.shape}, X chunk {X.shape}")
+        return X.T @ X, Xt.T @ Xt, Xt.T @ X
+
+    def add_products(self, rows: int, H, Ht=None, G=None) -> None:
+        self._H += H
+        if self.mismatch:
+            self._Ht += Ht
+            self._G += G
+        self.m += int(rows)
+
+    def add(self, X, X_tilde=None) -> None:
+        """Adds one chunk of rows (``X``: ``m_c × N``; ``X_tilde`` the same shape, with mismatch)."""
+        self.add_products(np.shape(X)[0], *self.products(X, X_tilde))
+
+    def add_dask(self, X, X_tilde=None, *, batch: int = 4) -> None:
+        """Adds the rows of Dask arrays ``X`` (and ``X_tilde``) chunk by chunk: each row chunk's
+        products are computed where Dask runs (``batch`` chunks at a time), then added here in
+        chunk order."""
+        import dask
+
+        if X.ndim != 2 or X.shape[1] != self.N:
+            raise ValueError(f"X must be m × N = m × {self.N}, got shape {X.shape}")
+        Xb = X.rechunk({1: -1}).to_delayed().ravel()
+        Xtb = None if X_tilde is None else X_tilde.rechunk({0: X.chunks[0], 1: -1}).to_delayed().ravel()
+        jobs = [dask.delayed(self.products)(Xb[i], None if Xtb is None else Xtb[i]) for i in range(len(Xb))]
+        rows = X.chunks[0]
+        for s in range(0, len(jobs), batch):
+            for r, prods in zip(rows[s:s + batch], dask.compute(*jobs[s:s + batch])):
+                self.add_products(r, *prods)
+
+    def result(self) -> Grams:
+        if self.m == 0:
+            raise ValueError("no rows were added")
+        sym = lambda A: (A + A.T) / 2  # noqa: E731 - exact symmetry (each chunk's product is symmetric up to rounding)
+        return Grams(H=sym(self._H), m=self.m, H_tilde=None if self._Ht is None else sym(self._Ht), G=self._G)
+
+
+def chunks_of(X, X_tilde=None, rows: int = 8192):
+    """Row chunks ``(X_c, X̃_c)`` of in-memory arrays (for tests and comparisons)."""
+    for i in range(0, X.shape[0], rows):
+        yield X[i:i + rows], (None if X_tilde is None else X_tilde[i:i + rows])
+
+
+def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(X', X̃')`` with ``[X', X̃']ᵀ[X', X̃'] =`` the joint Gram matrix of ``grams``, at most ``N``
+    (``2N`` with mismatch) rows: ``diag(√w) Vᵀ`` from its eigendecomposition ``V diag(w) Vᵀ``
+    (eigenvalues below zero by rounding are set to 0). Dead features (zero diagonal) are exact zero
+    columns, as in ``X``."""
+    A = grams.joint()
+    live = np.flatnonzero(np.diag(A) > 0)
+    out = np.zeros((A.shape[0], A.shape[0]), dtype=np.float64)
+    if live.size:
+        w, V = np.linalg.eigh(A[np.ix_(live, live)])
+        root = np.sqrt(np.clip(w, 0.0, None))[:, None] * V.T  # rows: live.size
+        out[: live.size][:, live] = root
+        keep = max(int(np.sum(w > 0)), 1)
+        out = out[live.size - keep: live.size] if keep < live.size else out[: live.size]
+        out = out[np.any(out != 0, axis=1)] if out.shape[0] > 1 else out
+    out = out.astype(dtype, copy=False)
+    N = grams.N
+    return (out[:, :N], None) if grams.H_tilde is None else (out[:, :N], out[:, N:])
+
+
+@dataclass
+class StreamedCheck:
+    """What :func:`check_streamed` found: the runs' verdicts (claim id → ``Verdict``), the rows
+    ``m`` the Gram matrices were accumulated from, and the claims left out for needing the rows."""
+
+    m: int
+    runs: dict
+    row_claims: tuple
+
+    @property
+    def statuses(self) -> list[str]:
+        return [v.status for verdicts in self.runs.values() for v in verdicts.values()]
+
+
+def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", alpha: float = 1e-4,
+                   eta: float = 0.05, claims=None) -> StreamedCheck:
+    """Quantize ``W`` (``n × N``) from accumulated Gram matrices and check every claim that the
+    Gram matrices decide (all but :data:`ROW_CLAIMS`): OPTQ on ``X`` and, with mismatch, OPTQ on
+    ``X̃`` and both Qronos variants, exactly as :func:`verify.check.check_layer` does in memory."""
+    import algorithms as A
+    import theory
+    from theory.claims import CLAIMS
+
+    if not isinstance(grams, Grams):
+        raise TypeError(f"grams must be a verify.stream.Grams (GramAccumulator.result()), got {type(grams).__name__}")
+    W = np.asarray(W)
+    if W.ndim != 2 or W.shape[1] != grams.N:
+        raise ValueError(f"W must be n × N = n × {grams.N}, got shape {W.shape}")
+    ids = [c for c in (claims or CLAIMS) if not is_row_claim(c)]
+    left = tuple(c for c in (claims or CLAIMS) if is_row_claim(c))
+    Xs, Xts = square_root(grams, W.dtype)
+    damp = {"lam": lam} if lam is not None else {"percdamp": 0.01 if percdamp is None else percdamp}
+    kw = dict(grid=grid, order=order, **damp)
+    plan = [("optq", lambda: A.optq(W, Xs, **kw), {})]
+    if Xts is not None:
+        plan.append(("optq on X_tilde", lambda: A.optq(W, Xts, **kw), {"X_tilde": Xts}))
+        for v in ("projection", "original"):
+            plan.append((f"qronos-{v}", lambda v=v: A.qronos(W, Xs, Xts, variant=v, **kw), {"X_tilde": Xts, "W": W}))
+    runs = {}
+    for label, quantize, extra in plan:
+        run = theory.Run.from_result(quantize(), Xs, **extra)
+        runs[label] = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True)
+    return StreamedCheck(m=grams.m, runs=runs, row_claims=left)
