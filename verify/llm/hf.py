@@ -329,10 +329,10 @@ def calibration_ids(loaded: LoadedModel, text=None, *, n_tokens: int = 256, seq_
     source = "licenses" if text is None else (text if isinstance(text, str) and not os.path.exists(text)
                                               else f"file:{os.fspath(text)}")
     if loaded.kind == "gguf":
-        from .gguf_model import SUPPORTED_ARCHITECTURES, load_model
+        from .gguf_model import SUPPORTED_ARCHITECTURES
 
         if loaded.gguf_architecture in SUPPORTED_ARCHITECTURES:
-            ct = calibration_tokens(load_model(loaded.path), source, int(n_tokens), seq_len)
+            ct = calibration_tokens(_gguf_header(loaded.path), source, int(n_tokens), seq_len)
             return np.asarray(ct.tokens), {**ct.metadata(), "tokenizer": "verify.llm.tokenizer (GGUF metadata)"}
         from transformers import AutoTokenizer
 
@@ -361,6 +361,19 @@ def calibration_ids(loaded: LoadedModel, text=None, *, n_tokens: int = 256, seq_
           "add_bos": add_bos, "tokens_available": int(ids.size), "tokenizer": how,
           "tokens_sha256": hashlib.sha256(body.astype("<i8").tobytes()).hexdigest()}
     return np.ascontiguousarray(body), md
+
+
+def _gguf_header(path: Path):
+    """A :class:`~verify.llm.GGUFModel` with the configuration and metadata of ``path`` but no
+    tensors: all that the tokenizer and :func:`~verify.llm.textsource.calibration_tokens` read
+    (transformers holds the weights; dequantizing them a second time would cost seconds and memory)."""
+    import gguf
+
+    from .gguf_model import GGUFModel, _read_config
+
+    reader = gguf.GGUFReader(path)
+    cfg, meta = _read_config(reader)
+    return GGUFModel(path=path, config=cfg, tensors={}, storage_types={}, metadata=meta, _reader=reader)
 
 
 # ------------------------------------------------------------------------------------------------
