@@ -239,3 +239,29 @@ def test_smollm2_captured_x_agrees_with_the_numpy_capture(smol_hf, smollm2):
     assert got.X.shape == ref.shape == (toks.size, 1536)
     assert float(np.max(np.abs(got.X - ref))) <= 4 * own
     np.testing.assert_array_equal(got.W, smollm2.tensors[name + ".weight"])
+
+
+def test_an_encoder_directory_is_captured_too(tiny_dir, tmp_path, capsys):
+    """No code per architecture: a tiny BERT (bidirectional encoder, biases everywhere) goes through
+    the same command, under its module names."""
+    from transformers import BertConfig, BertModel
+
+    d = tmp_path / "tiny-bert"
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(WORDS) + 2, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    for f in tiny_dir.iterdir():  # the word-level tokenizer of the Llama directory
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            (d / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "out"
+    code = main(["capture", "--model", str(d), "--layers", "encoder.layer.1.*", "--out", str(out),
+                 "--text", str(tiny_dir / "text.txt"), "--tokens", "64", "--seq-len", "32", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["model"]["class"] == "BertModel"
+    assert [r["module"] for r in doc["layers"]] == [
+        f"encoder.layer.1.{m}" for m in ("attention.self.query", "attention.self.key", "attention.self.value",
+                                          "attention.output.dense", "intermediate.dense", "output.dense")]
+    f = out / doc["layers"][-1]["file"]
+    assert main(["check-layer", f"{f}:W", f"{f}:X", "--x-tilde", f"{f}:X_tilde", "--no-progress"]) == 0

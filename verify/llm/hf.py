@@ -197,12 +197,16 @@ def load(model, *, tokenizer: bool = True) -> LoadedModel:
         kw = dict(local_files_only=True, dtype=torch.float32)
         where = str(path)
     try:
-        try:
-            m = AutoModelForCausalLM.from_pretrained(where, **kw)
-        except ValueError as exc:  # not a causal LM (an encoder, ...): the bare model
-            if "Unrecognized configuration class" not in str(exc):
-                raise
-            m = AutoModel.from_pretrained(where, **kw)
+        cls = _checkpoint_class(path) if kind == "directory" else None
+        if cls is not None:  # the class the checkpoint was saved from (config.json "architectures")
+            m = cls.from_pretrained(where, **kw)
+        else:
+            try:
+                m = AutoModelForCausalLM.from_pretrained(where, **kw)
+            except ValueError as exc:  # not a causal LM (an encoder, ...): the bare model
+                if "Unrecognized configuration class" not in str(exc):
+                    raise
+                m = AutoModel.from_pretrained(where, **kw)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"model: transformers cannot load {path} ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:300]})") from exc
@@ -215,6 +219,19 @@ def load(model, *, tokenizer: bool = True) -> LoadedModel:
                        sha256=file_sha256(path) if kind == "gguf" else _dir_sha256(path),
                        architecture=arch, gguf_names=kind == "gguf", tokenizer=tok,
                        gguf_architecture=_gguf_architecture(path) if kind == "gguf" else None)
+
+
+def _checkpoint_class(path: Path):
+    """The transformers class named first in ``config.json``'s ``architectures`` (``None`` when it
+    names none, or one this transformers does not have)."""
+    import transformers
+
+    try:
+        names = json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    cls = getattr(transformers, str(names[0]), None) if names else None
+    return cls if isinstance(cls, type) and hasattr(cls, "from_pretrained") else None
 
 
 def _gguf_architecture(path: Path) -> str | None:
