@@ -89,6 +89,32 @@ def test_quantized_stream_uses_optq_of_the_earlier_layers(tiny):
     np.testing.assert_allclose(cap["blocks.1.up"].X_tilde, x.reshape(-1, 12).numpy(), rtol=0, atol=1e-6)
 
 
+def test_inputs_are_copied_before_the_model_changes_them_in_place():
+    class InPlace(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.p = torch.nn.Linear(4, 4)
+            self.a = torch.nn.Linear(4, 4)
+            self.b = torch.nn.Linear(4, 4)
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            x = x + self.p(x)
+            x.add_(self.a(x))  # the input of `a` is overwritten after `a` ran
+            return self.b(x)
+
+    torch.manual_seed(0)
+    m = InPlace()
+    toks = tokens_of(3, n=2, t=5, vocab=10)
+    cap = hf.capture(m, toks, "a,b", quantize=lambda n, W, X, Xt: W)  # `p` is "quantized": the streams split
+    with torch.no_grad():
+        e = m.emb(torch.as_tensor(toks))
+        e = (e + m.p(e)).reshape(-1, 4).numpy()
+    np.testing.assert_allclose(cap["a"].X, e, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(cap["a"].X_tilde, e, rtol=0, atol=1e-6)
+
+
 def test_patterns_glob_and_regex():
     L = [hf.HFLinear("blk.0.attn_q", "model.layers.0.self_attn.q_proj", (4, 4), 0),
          hf.HFLinear("blk.0.ffn_down", "model.layers.0.mlp.down_proj", (4, 8), 1),

@@ -455,7 +455,8 @@ def capture(loaded, inputs, layers: str | Sequence[str] | None = None, *, quanti
     ``quantize(name, W, X, X_tilde) -> Q`` on float32 NumPy arrays. ``quantize_layers``: which linear
     layers are quantized in the second stream (patterns; default all). ``call(module, batch)``: how
     to run the model (default :func:`_default_call`). Returns ``{name: CapturedLayer}`` in execution
-    order.
+    order. A layer called more than once in a pass (a shared module) is captured and quantized at
+    its first call; later calls use the same ``Q`` in the quantized stream.
     """
     torch = _require_torch()
     if not isinstance(loaded, LoadedModel):
@@ -493,8 +494,8 @@ def capture(loaded, inputs, layers: str | Sequence[str] | None = None, *, quanti
                                                                       or l.module_name in chosen)),
                    desc="capture", unit="layer", dynamic_ncols=True)
 
-    def flat(t, n_in):
-        return np.ascontiguousarray(t.detach().reshape(-1, n_in).numpy())
+    def flat(t, n_in):  # a copy: the model may later change its activations in place
+        return np.array(t.detach().reshape(-1, n_in).numpy(), dtype=np.float32, order="C", copy=True)
 
     def pre_hook(mod, args):
         if state["split"] or not args or not torch.is_tensor(args[0]) or args[0].shape[0] != 2 * N:
@@ -516,7 +517,7 @@ def capture(loaded, inputs, layers: str | Sequence[str] | None = None, *, quanti
                 n_in = a.shape[-1]
                 X = flat(a[:N], n_in)
                 Xt = flat(a[N:], n_in)
-                W = np.ascontiguousarray(mod.weight.detach().numpy())
+                W = np.array(mod.weight.detach().numpy(), dtype=np.float32, order="C", copy=True)
                 t0 = time.perf_counter()
                 if mn in to_quantize:
                     Q = np.asarray(qfn(names[mn], W, X, Xt), dtype=np.float32)
