@@ -291,3 +291,35 @@ def test_an_encoder_directory_is_captured_too(tiny_dir, tmp_path, capsys):
                                           "attention.output.dense", "intermediate.dense", "output.dense")]
     f = out / doc["layers"][-1]["file"]
     assert main(["check-layer", f"{f}:W", f"{f}:X", "--x-tilde", f"{f}:X_tilde", "--no-progress"]) == 0
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("PTQ_HF_GEMMA") != "1",
+                    reason="about 1-3 minutes on 2 cores (transformers dequantizes the Q4_K tensors in Python); "
+                           "set PTQ_HF_GEMMA=1 to run")
+def test_gemma3_names_weights_and_logits_match_the_gguf_path():
+    """The second GGUF family: Gemma-3-270M through transformers has the NumPy path's layer names,
+    W bit for bit (no row permutation for Gemma) and the same logits within the NumPy float32
+    forward's measured deviation (times 4, as for SmolLM2)."""
+    from verify.llm import gguf_model as gm
+    from verify.llm.forward import forward
+
+    try:
+        gm.find_gguf("gemma3-270m")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    G = gm.load_model("gemma3-270m", use_cache=False)
+    L = hf.load("gemma3-270m")
+    layers = [l for l in hf.linear_layers(L) if l.name != "output"]
+    assert [(l.name, l.shape) for l in layers] == [(l.name, l.shape) for l in G.linear_layers()]
+    mods = dict(L.module.named_modules())
+    for l in layers:
+        np.testing.assert_array_equal(L.to_stored_rows(l.name, mods[l.module_name].weight.detach().numpy()),
+                                      G.tensors[l.name + ".weight"], err_msg=l.name)
+    prompt = np.array([[2, 818, 5279, 529, 7001, 563]])  # <bos>The capital of France is
+    with torch.no_grad():
+        lt = L.module(input_ids=torch.as_tensor(prompt), use_cache=False).logits.numpy()
+    ln = forward(G, prompt)
+    own = float(np.max(np.abs(ln - forward(G.astype(np.float64), prompt))))
+    assert float(np.max(np.abs(lt - ln))) <= 4 * own
