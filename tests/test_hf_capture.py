@@ -10,9 +10,12 @@ import pytest
 
 os.environ.setdefault("PTQ_BLAS_THREADS", "1")
 
-torch = pytest.importorskip("torch", reason="needs the hf extra (torch)")
-pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
-pytest.importorskip("safetensors", reason="needs the hf extra (safetensors)")
+try:  # any ImportError (absent, or installed but broken) skips the module: the hf extra is optional
+    import safetensors  # noqa: F401
+    import torch
+    import transformers  # noqa: F401
+except ImportError as exc:
+    pytest.skip(f"needs the hf extra (pip install 'provable-ptq[hf]'): {exc}", allow_module_level=True)
 
 from verify.cli import main  # noqa: E402 (after the importorskip guards)
 from verify.llm import hf  # noqa: E402
