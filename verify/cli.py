@@ -20,6 +20,7 @@ import traceback
 SUBCOMMANDS = {
     "verify": ("verify.commands.verify_cmd", "run a verification campaign (default: the built-in Monte Carlo campaign)"),
     "check-layer": ("verify.commands.check_layer", "check every applicable claim on your own layer (W, X[, X_tilde])"),
+    "capture": ("verify.commands.capture", "W, X, X̃ of a real model's linear layers (transformers: directory or GGUF)"),
     "audit": ("verify.commands.audit", "audit your own quantizer MODULE:FUNCTION against the claims"),
     "figures": ("figures.command", "draw the verification figures from stored results"),
     "paper-checks": ("verify.commands.paper_checks", "regenerate paper_checks.md from the claims and stored results"),

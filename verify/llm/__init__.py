@@ -18,6 +18,7 @@ stats        cond(X^T X), dead columns, activation outlier ratios
 cache        on-disk .npz cache of captures ($PTQ_CACHE_DIR)
 campaign     the real-LLM verification campaign (build_campaign, load_layer_data)
 report       per-layer-type report of a real-LLM campaign, read from the store
+hf           any model through transformers (directory or GGUF): W, X, X_tilde by forward hooks
 """
 
 from .gguf_model import (  # noqa: F401
