@@ -37,13 +37,15 @@ def gptq_lambda(diagH, m: int, percdamp: float) -> float:
     return float(percdamp) * float(np.mean(to_numpy(diagH)))
 
 
-def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype, name: str = "X"):
+def prepare_hessian(xp, X, *, lam, percdamp, dead: str, dtype, name: str = "X", samples: int | None = None):
     """``(H_λ, λ, dead_mask, diag_for_order)``.
 
     ``H_λ`` = ``XᵀX`` with GPTQ's dead-feature fix (``dead="zero"``) plus ``λI``; ``λ`` from
     ``lam`` or from ``percdamp``; ``diag_for_order`` the diagonal GPTQ sorts by (before damping).
+    ``samples``: the number of calibration rows ``m`` that ``X`` stands for (default its own rows).
     """
-    m, N = X.shape
+    N = X.shape[1]
+    m = X.shape[0] if samples is None else samples
     with np.errstate(over="ignore"):  # an overflow is reported below, with the fix
         H = gram(xp, X, dtype)
     d = diagonal(xp, H)

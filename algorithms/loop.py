@@ -40,7 +40,7 @@ from .ordering import resolve_order
 from .rounding import round_nearest, round_stochastic
 from .validation import check_choice, check_int
 
-__all__ = ["METHODS", "ROUNDINGS", "KERNELS", "FORMS", "INNER", "Factor", "Columns", "check_options", "check_representable", "start",
+__all__ = ["METHODS", "ROUNDINGS", "KERNELS", "FORMS", "INNER", "Factor", "Columns", "check_options", "check_representable", "check_samples", "start",
            "permute", "factor", "run_columns", "quantizer", "unpermute", "block_bounds", "sub_bounds"]
 
 METHODS = ("blocked", "cholesky", "inverse", "ridge")
@@ -72,6 +72,14 @@ def check_options(grid, n, N, rounding, rng, block_size, method, dead, kernel="a
     return {"block_size": int(block_size), "method": method, "dead": dead}
 
 
+def check_samples(samples, X) -> int:
+    """``samples`` (the calibration rows ``X`` stands for) checked, or ``X``'s own row count."""
+    if samples is None:
+        return int(X.shape[0])
+    check_int("samples", samples, lo=1)
+    return int(samples)
+
+
 def check_representable(xp, W0, grid: Grid):
     """A finite symmetric grid must reach the weights themselves: ``|w| ≤ (K + ½)δ``."""
     if grid.kind != "symmetric" or grid.K is None:
@@ -89,14 +97,15 @@ def check_representable(xp, W0, grid: Grid):
         )
 
 
-def start(xp, W, X, grid, *, lam, percdamp, dead, order, rng):
+def start(xp, W, X, grid, *, lam, percdamp, dead, order, rng, samples=None):
     """The loop's start: ``(W0, H_λ, λ, dead_mask, π)``.
 
     ``H_λ = XᵀX + λI`` with GPTQ's dead-feature handling, the starting weights ``W0`` (dead
     features zeroed with ``dead="zero"``), checked against the grid, and the processing order π
     (``"decreasing"`` sorts by the undamped diagonal GPTQ sorts by, dead features at ``m/2``).
     """
-    H, lam_used, dead_mask, diagH = prepare_hessian(xp, X, lam=lam, percdamp=percdamp, dead=dead, dtype=W.dtype)
+    H, lam_used, dead_mask, diagH = prepare_hessian(xp, X, lam=lam, percdamp=percdamp, dead=dead, dtype=W.dtype,
+                                                    samples=samples)
     W0 = xp.asarray(W, copy=True)
     if dead == "zero" and bool(xp.any(dead_mask)):
         W0[:, dead_mask] = 0

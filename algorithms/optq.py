@@ -48,6 +48,7 @@ def optq(
     method: str = "blocked",
     dead: str = "zero",
     kernel: str = "auto",
+    samples: int | None = None,
 ) -> QuantResult:
     """Quantize the rows of ``W`` (``n × N``) with OPTQ on calibration data ``X`` (``m × N``).
 
@@ -67,6 +68,9 @@ def optq(
     kernel : ``"auto"`` (the fused GPU kernel for CuPy arrays where it applies, else the generic
         loop), ``"fused"`` (that kernel or an error) or ``"generic"`` (the array-API loop). Results
         agree up to floating-point rounding of the updates.
+    samples : the number of calibration rows ``m`` that ``X`` stands for, when ``X`` is not the
+        data itself but any ``X'`` with ``X'ᵀX' = XᵀX`` (a square root of accumulated Gram matrices,
+        :mod:`verify.stream`); ``m`` enters GPTQ's dead-feature value ``m/2``. Default ``X``'s rows.
 
     Returns
     -------
@@ -75,10 +79,11 @@ def optq(
     """
     xp = check_layer(W, X)
     opts = loop.check_options(grid, *W.shape, rounding, rng, block_size, method, dead, kernel)
+    samples = loop.check_samples(samples, X)
     check_lambda(lam, percdamp)
     # H = XᵀX + λI (dead features: H_tt = GPTQ's 1, weights 0); the order π (act_order: by diag H)
     W0, H, lam_used, dead_mask, perm = loop.start(xp, W, X, grid, lam=lam, percdamp=percdamp, dead=dead,
-                                                  order=order, rng=rng)
+                                                  order=order, rng=rng, samples=samples)
     # H ← H[π, π]; U with H⁻¹ = UᵀU (Cholesky of the inverse), in the form the update needs
     F = loop.factor(xp, loop.permute(xp, H, perm), lam_used, method=method)
     # for t in π: q_t = Q(w_t), e_t = w_t − q_t, w_{>t} −= e_t U_{t,>t}/U_tt
@@ -87,6 +92,6 @@ def optq(
     # Q back in the original feature order
     return QuantResult(
         lam=lam_used, grid=grid, W0=W0, dead=dead_mask, rounding=rounding, algorithm="optq",
-        m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",
+        m=samples, options=dict(opts, order=order if isinstance(order, str) else "custom",
                                         percdamp=percdamp), **loop.unpermute(xp, cols, perm),
     )

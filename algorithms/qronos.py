@@ -45,12 +45,14 @@ def qronos(
     block_size: int = 128,
     method: str = "blocked",
     kernel: str = "auto",
+    samples: int | None = None,
 ) -> QronosResult:
     """Quantize ``W`` (``n × N``) with Qronos on float inputs ``X`` and mismatched inputs ``X_tilde``.
 
     ``lam``/``percdamp`` as in :func:`algorithms.optq`, applied to ``X̃`` (``percdamp`` gives
     ``λ = percdamp · mean ‖X̃_t‖²``). Brevitas' ``alpha`` damping corresponds to
-    ``lam = alpha · λ_max(X̃ᵀX̃)``. ``order="decreasing"`` sorts by ``diag(X̃ᵀX̃)``.
+    ``lam = alpha · λ_max(X̃ᵀX̃)``. ``order="decreasing"`` sorts by ``diag(X̃ᵀX̃)``. ``rng``, ``kernel``, ``samples``: as in
+    :func:`algorithms.optq`.
     """
     if X_tilde is None:
         raise TypeError(
@@ -62,13 +64,14 @@ def qronos(
     n, N = W.shape
     check_choice("variant", variant, VARIANTS)
     opts = loop.check_options(grid, n, N, rounding, rng, block_size, method, "keep", kernel)
+    samples = loop.check_samples(samples, X)
     check_lambda(lam, percdamp)
     dtype = W.dtype
     dev = device_of(W)
     Xc = xp.astype(X, dtype)
     Xt = xp.astype(X_tilde, dtype)
     Ht, lam_used, dead_mask, diagH = prepare_hessian(xp, Xt, lam=lam, percdamp=percdamp, dead="keep", dtype=dtype,
-                                                     name="X_tilde")
+                                                     name="X_tilde", samples=samples)
     perm = resolve_order(xp, order, diagH, N, rng=rng, device=dev)
     Hp = loop.permute(xp, Ht, perm)
     U = inverse_cholesky_upper(xp, Hp, lam_used, name="X_tilde")  # H̃_λ⁻¹ = UᵀU, processing order
@@ -108,7 +111,7 @@ def qronos(
                             W_fit=W, W_static=W, first=first, kernel=kernel)
     return QronosResult(
         lam=lam_used, grid=grid, W0=W_hat, dead=dead_mask, rounding=rounding, algorithm="qronos",
-        m=int(X.shape[0]), options=dict(opts, order=order if isinstance(order, str) else "custom",
+        m=samples, options=dict(opts, order=order if isinstance(order, str) else "custom",
                                         percdamp=percdamp, variant=variant),
         W_hat=W_hat, variant=variant, y1=first, **loop.unpermute(xp, cols, perm),
     )

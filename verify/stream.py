@@ -11,7 +11,8 @@ Gram matrix of ``[X, X̃]``. This module
    ``2N`` rows such that ``X'ᵀX' = XᵀX``, ``X̃'ᵀX̃' = X̃ᵀX̃`` and ``X̃'ᵀX' = X̃ᵀX`` (from an
    eigendecomposition of the joint Gram matrix; dead features stay exactly zero);
 3. quantizes and checks on ``(X', X̃')`` with the same algorithms and the same checker as in
-   memory (:func:`check_streamed`).
+   memory (:func:`check_streamed`; ``samples=m`` tells the algorithms how many rows ``X'`` stands
+   for, which GPTQ's dead-feature value ``m/2`` needs).
 
 What a square root cannot give: the individual sample rows. The ℓ∞ claims (``T2.*``, ``T5.*``,
 :data:`ROW_CLAIMS`) are about ``max_i |(X(w−q))_i|`` over the samples and the per-row variances
@@ -142,21 +143,24 @@ def chunks_of(X, X_tilde=None, rows: int = 8192):
 
 
 def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(X', X̃')`` with ``[X', X̃']ᵀ[X', X̃'] =`` the joint Gram matrix of ``grams``, at most ``N``
-    (``2N`` with mismatch) rows: ``diag(√w) Vᵀ`` from its eigendecomposition ``V diag(w) Vᵀ``
-    (eigenvalues below zero by rounding are set to 0). Dead features (zero diagonal) are exact zero
-    columns, as in ``X``."""
+    """``(X', X̃')`` with ``[X', X̃']ᵀ[X', X̃'] =`` the joint Gram matrix ``A`` of ``grams``, at most
+    ``N`` (``2N`` with mismatch) rows. Dead features (zero diagonal) are exact zero columns, as in
+    ``X``. On the live features: the Cholesky factor ``R`` (``RᵀR = A``) when ``A`` is positive
+    definite, else ``diag(√w) Vᵀ`` from its eigendecomposition ``V diag(w) Vᵀ`` (eigenvalues below
+    zero by rounding set to 0; rows of zero eigenvalues dropped)."""
+    from scipy.linalg import LinAlgError, cholesky
+
     A = grams.joint()
     live = np.flatnonzero(np.diag(A) > 0)
-    out = np.zeros((A.shape[0], A.shape[0]), dtype=np.float64)
-    if live.size:
-        w, V = np.linalg.eigh(A[np.ix_(live, live)])
-        root = np.sqrt(np.clip(w, 0.0, None))[:, None] * V.T  # rows: live.size
-        out[: live.size][:, live] = root
-        keep = max(int(np.sum(w > 0)), 1)
-        out = out[live.size - keep: live.size] if keep < live.size else out[: live.size]
-        out = out[np.any(out != 0, axis=1)] if out.shape[0] > 1 else out
-    out = out.astype(dtype, copy=False)
+    Al = A[np.ix_(live, live)]
+    try:
+        root = cholesky(Al, lower=False) if live.size else np.zeros((0, 0))
+    except LinAlgError:
+        w, V = np.linalg.eigh(Al)
+        pos = w > 0
+        root = np.sqrt(w[pos])[:, None] * V[:, pos].T
+    out = np.zeros((max(root.shape[0], 1), A.shape[0]), dtype=dtype)
+    out[: root.shape[0], live] = root
     N = grams.N
     return (out[:, :N], None) if grams.H_tilde is None else (out[:, :N], out[:, N:])
 
@@ -175,11 +179,13 @@ class StreamedCheck:
         return [v.status for verdicts in self.runs.values() for v in verdicts.values()]
 
 
-def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", alpha: float = 1e-4,
-                   eta: float = 0.05, claims=None) -> StreamedCheck:
+def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", rounding: str = "nearest",
+                   trials: int = 1, seed: int = 0, alpha: float = 1e-4, eta: float = 0.05,
+                   claims=None) -> StreamedCheck:
     """Quantize ``W`` (``n × N``) from accumulated Gram matrices and check every claim that the
     Gram matrices decide (all but :data:`ROW_CLAIMS`): OPTQ on ``X`` and, with mismatch, OPTQ on
-    ``X̃`` and both Qronos variants, exactly as :func:`verify.check.check_layer` does in memory."""
+    ``X̃`` and both Qronos variants, as :func:`verify.check.check_layer` does in memory (stochastic
+    rounding: ``trials`` copies of ``W`` as rows, seeded by ``seed``)."""
     import algorithms as A
     import theory
     from theory.claims import CLAIMS
@@ -193,7 +199,9 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
     left = tuple(c for c in (claims or CLAIMS) if is_row_claim(c))
     Xs, Xts = square_root(grams, W.dtype)
     damp = {"lam": lam} if lam is not None else {"percdamp": 0.01 if percdamp is None else percdamp}
-    kw = dict(grid=grid, order=order, **damp)
+    if rounding == "stochastic" and trials > 1:
+        W = np.tile(W, (int(trials), 1))
+    kw = dict(grid=grid, order=order, rounding=rounding, rng=np.random.default_rng(seed), samples=grams.m, **damp)
     plan = [("optq", lambda: A.optq(W, Xs, **kw), {})]
     if Xts is not None:
         plan.append(("optq on X_tilde", lambda: A.optq(W, Xts, **kw), {"X_tilde": Xts}))
