@@ -167,3 +167,37 @@ def test_dask_chunks_give_the_same_bits():
     for k in ("H", "H_tilde", "G"):
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
     assert isinstance(a, Grams)
+
+
+def test_default_campaign_cells_agree_streamed_and_in_memory():
+    """A sample of the default campaign (one cell per family and algorithm): the verdicts of every
+    claim the Gram matrices decide are the same in memory and from the Gram matrices (the whole
+    campaign: results/stream-agreement.json, `python -m verify.stream agreement`)."""
+    from verify.campaign import cell_seed
+    from verify.campaigns import get_campaign
+    from verify.stream import compare_cell
+
+    camp = get_campaign("default")
+    seen, picked = set(), []
+    for c in camp.cells:
+        k = (c.config.get("family"), c.config["algorithm"], c.config.get("rounding", "nearest"))
+        if c.config["algorithm"] != "rtn" and k not in seen and c.config.get("n", 1) <= 64:
+            seen.add(k)
+            picked.append(c)
+    assert len(picked) >= 10
+    for c in picked:
+        r = compare_cell(c.config, cell_seed(camp.seed, c.seed_key), alpha=camp.alpha_per_test, eta=camp.eta)
+        assert r["memory"] == r["streamed"], c.key
+        assert r["Q_entries_equal"] >= 0.9, c.key
+
+
+def test_committed_agreement_is_complete():
+    import json
+    from pathlib import Path
+
+    d = json.loads((Path(__file__).resolve().parent.parent / "results" / "stream-agreement.json").read_text())
+    from verify.campaigns import get_campaign
+
+    assert d["campaign"] == get_campaign("default").id
+    assert d["cells"] == sum(c.config["algorithm"] != "rtn" for c in get_campaign("default").cells)
+    assert d["verdicts"] > 20 * d["cells"] and d["differ"] == []

@@ -157,14 +157,16 @@ def lam_of(cfg: dict, X_loop: np.ndarray) -> dict:
     return {"lam": float(setting(cfg, "lam_rel")) * mean}
 
 
-def quantize(cfg: dict, W, X, Xt, rng):
-    """Run the cell's algorithm; returns ``(result, W_for_claims, X_for_claims, X_tilde_for_claims)``."""
+def quantize(cfg: dict, W, X, Xt, rng, samples: int | None = None):
+    """Run the cell's algorithm; returns ``(result, W_for_claims, X_for_claims, X_tilde_for_claims)``.
+    ``samples``: the rows ``X`` stands for when it is a square root of Gram matrices
+    (:mod:`verify.stream`)."""
     import algorithms as A
 
     alg = cfg["algorithm"]
     spec = dict(cfg["grid"])
     if spec.get("K") in ("p1", "t3"):
-        spec["K"] = _sized_K(spec, cfg, W, X, Xt)
+        spec["K"] = _sized_K(spec, cfg, W, X, Xt, samples)
     grid = make_grid(spec, W)
     common = dict(order=setting(cfg, "order"), rounding=setting(cfg, "rounding"), rng=rng,
                   block_size=int(setting(cfg, "block_size")))
@@ -173,17 +175,18 @@ def quantize(cfg: dict, W, X, Xt, rng):
         return r, W, X, None
     if alg == "optq":
         data = Xt if Xt is not None else X  # OPTQ on mismatched inputs: judged against X (T4)
-        r = A.optq(W, data, grid=grid, **lam_of(cfg, data), **common)
+        r = A.optq(W, data, grid=grid, samples=samples, **lam_of(cfg, data), **common)
         return r, r.W0, X, Xt
     if alg == "qronos":
         if Xt is None:
             raise ValueError("a Qronos cell needs a mismatch")
-        r = A.qronos(W, X, Xt, grid=grid, variant=setting(cfg, "variant"), **lam_of(cfg, Xt), **common)
+        r = A.qronos(W, X, Xt, grid=grid, variant=setting(cfg, "variant"), samples=samples, **lam_of(cfg, Xt),
+                     **common)
         return r, W, X, Xt
     raise ValueError(f"unknown algorithm {alg!r}")
 
 
-def _sized_K(spec, cfg, W, X, Xt) -> int:
+def _sized_K(spec, cfg, W, X, Xt, samples=None) -> int:
     """The K of a symmetric grid sized by the uniform alphabet condition of P1 (deterministic) or
     T3 (stochastic, η of the campaign, Hoeffding's s = δ/2), computed from the exact drift B of
     the loop's data, λ and order (read from a run on δZ)."""
@@ -193,7 +196,7 @@ def _sized_K(spec, cfg, W, X, Xt) -> int:
     data = Xt if Xt is not None else X
     delta = float(spec["delta_rel"]) * float(np.max(np.abs(W)) or 1.0)
     probe = A.optq(W[:1], data, grid=A.Grid.integers(delta), order=setting(cfg, "order"),
-                   rng=np.random.default_rng(0), **lam_of(cfg, data))
+                   rng=np.random.default_rng(0), samples=samples, **lam_of(cfg, data))
     Bm = theory.B(np.asarray(data, dtype=np.float64), float(probe.lam), np.asarray(probe.order))
     w_over = float(np.max(np.abs(W))) / delta
     if spec["K"] == "p1":  # K + ½ ≥ ‖w‖∞/δ + ½ max_t ‖B_{:,t}‖₁

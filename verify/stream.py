@@ -212,3 +212,152 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
         run = theory.Run.from_result(quantize(), Xs, **extra)
         runs[label] = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True)
     return StreamedCheck(m=grams.m, runs=runs, row_claims=left)
+
+
+# ------------------------------------------------------------------------------------------------
+# agreement with the in-memory path, cell by cell
+# ------------------------------------------------------------------------------------------------
+def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05, rows: int = 64) -> dict:
+    """One campaign cell twice, from the same seed: in memory (as the campaign runs it) and from
+    its Gram matrices accumulated over chunks of ``rows`` rows. Returns the verdict statuses of
+    both for every claim and hypothesis the Gram matrices decide, and whether ``Q`` is the same."""
+    import theory
+    from threadpoolctl import threadpool_limits
+
+    from .campaign import claims_for, make_layer, quantize
+
+    out = {}
+    with threadpool_limits(1):
+        for path in ("memory", "streamed"):
+            rng = np.random.default_rng(seed)
+            W, X, Xt = make_layer(cfg, rng)
+            samples = None
+            if path == "streamed" and cfg["algorithm"] != "rtn":
+                acc = GramAccumulator(X.shape[1], mismatch=Xt is not None)
+                for a, b in chunks_of(X, Xt, rows):
+                    acc.add(a, b)
+                grams = acc.result()
+                X, Xt = square_root(grams, X.dtype)
+                samples = grams.m
+            res, Wc, Xc, Xtc = quantize(cfg, W, X, Xt, rng, samples=samples)
+            run = theory.Run.from_result(res, Xc, X_tilde=Xtc, W=Wc)
+            params = {"eta": eta, **({"lams": cfg["lams"]} if "lams" in cfg else {})}
+            ids = [c for c in (cfg.get("claims") or claims_for(int(cfg["N"]))) if not is_row_claim(c)]
+            verdicts = theory.check_all(run, ids, alpha=alpha, hypotheses=True, **params)
+            out[path] = {"Q": np.asarray(res.Q), "status": {k: v.status for k, v in verdicts.items()}}
+    Qm, Qs = out["memory"]["Q"], out["streamed"]["Q"]
+    return {"same_Q": bool(np.array_equal(Qm, Qs)), "Q_entries_equal": float(np.mean(Qm == Qs)),
+            "memory": out["memory"]["status"], "streamed": out["streamed"]["status"]}
+
+
+def agreement(campaign, *, progress: bool = True) -> dict:
+    """:func:`compare_cell` over every cell of ``campaign`` (a :class:`verify.campaign.Campaign`,
+    with its seeds, η and per-test α), summarised: cells, cells with the same ``Q``, verdicts
+    compared, and every verdict that differs (with ``Q`` equal or not)."""
+    from tqdm.auto import tqdm
+
+    from .campaign import cell_seed
+
+    cells = [c for c in campaign.cells if c.config.get("algorithm") != "rtn"]
+    summary = {"campaign": campaign.id, "cells": len(cells), "same_Q": 0, "verdicts": 0, "differ": [],
+               "Q_differs": {}, "min_Q_entries_equal": 1.0,
+               "note": "Q can differ by rounding decisions that flip with the summation order of XᵀX "
+                       "(a flip changes the rest of its row); verdicts are compared on every claim and "
+                       "hypothesis the Gram matrices decide (all but T2.*, T5.*)"}
+    for cell in tqdm(cells, desc="stream vs memory", disable=not progress):
+        r = compare_cell(cell.config, cell_seed(campaign.seed, cell.seed_key), alpha=campaign.alpha_per_test,
+                         eta=campaign.eta)
+        summary["same_Q"] += r["same_Q"]
+        if not r["same_Q"]:
+            where = f"{cell.config.get('family')}/{cell.config.get('dtype', 'float64')}"
+            summary["Q_differs"][where] = summary["Q_differs"].get(where, 0) + 1
+            summary["min_Q_entries_equal"] = min(summary["min_Q_entries_equal"], r["Q_entries_equal"])
+        for k, st in r["memory"].items():
+            summary["verdicts"] += 1
+            if r["streamed"].get(k) != st:
+                summary["differ"].append({"cell": cell.key, "claim": k, "memory": st, "streamed": r["streamed"].get(k),
+                                          "same_Q": r["same_Q"]})
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# the memory benchmark
+# ------------------------------------------------------------------------------------------------
+def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None, chunk: int = 8192, seed: int = 0,
+                     bits: int = 4, progress: bool = True) -> dict:
+    """A ``n × N`` layer (default ``n = N``) checked from ``rows`` calibration rows that are never in
+    memory together: rows are generated chunk by chunk (features with a decaying spectrum and a
+    few outlier features, float32, as activations look), accumulated into ``XᵀX``, then OPTQ
+    (``bits``-bit GPTQ grid, percdamp 0.01, act_order) and every claim the Gram matrix decides.
+    Returns timings and the peak resident memory of the process (``ru_maxrss``)."""
+    import resource
+    import time
+
+    from tqdm.auto import tqdm
+
+    import algorithms as A
+
+    n = N if n is None else int(n)
+    rng = np.random.default_rng(seed)
+    mix = (rng.standard_normal((N, N)) / np.sqrt(N)) * (0.97 ** np.arange(N) + 0.05)[:, None]
+    mix = mix.astype(np.float32)
+    scale = np.ones(N, dtype=np.float32)
+    scale[rng.choice(N, size=max(1, N // 256), replace=False)] = 20.0  # outlier features
+    W = (rng.standard_normal((n, N)) * 0.02).astype(np.float32)
+    t0 = time.perf_counter()
+    acc = GramAccumulator(N)
+    for s in tqdm(range(0, rows, chunk), desc="accumulate XᵀX", disable=not progress):
+        Z = rng.standard_normal((min(chunk, rows - s), N), dtype=np.float32)
+        acc.add((Z @ mix) * scale)
+    grams = acc.result()
+    t1 = time.perf_counter()
+    res = check_streamed(W, grams, grid=A.Grid.gptq(bits), percdamp=0.01, order="decreasing")
+    t2 = time.perf_counter()
+    verdicts = res.runs["optq"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {
+        "N": N, "n": n, "rows": rows, "chunk": chunk, "bits": bits, "seed": seed,
+        "accumulate_s": t1 - t0, "quantize_and_check_s": t2 - t1, "peak_rss_bytes": int(peak),
+        "bytes_X_would_take_float32": rows * N * 4,
+        "statuses": {k: v.status for k, v in verdicts.items()},
+        "left_out": list(res.row_claims),
+    }
+
+
+def main(argv=None) -> int:
+    """``python -m verify.stream agreement|bench``."""
+    import argparse
+    import json
+    import os
+    import platform
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m verify.stream", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("agreement", help="every cell of a campaign in memory and from its Gram matrices")
+    a.add_argument("--campaign", default="default")
+    a.add_argument("--out", default="results/stream-agreement.json")
+    b = sub.add_parser("bench", help="peak memory of a layer checked from streamed rows")
+    b.add_argument("--N", type=int, default=4096)
+    b.add_argument("--rows", type=int, default=262144)
+    b.add_argument("--chunk", type=int, default=8192)
+    b.add_argument("--out", default=None, help="JSON path (default benchmarks/results/stream_<N>_<rows>.json)")
+    args = p.parse_args(argv)
+    if args.cmd == "agreement":
+        from .campaigns import get_campaign
+
+        s = agreement(get_campaign(args.campaign))
+    else:
+        s = memory_benchmark(args.N, args.rows, chunk=args.chunk)
+        s["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "load_avg": os.getloadavg()}
+        args.out = args.out or f"benchmarks/results/stream_{args.N}_{args.rows}.json"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(s, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in s.items() if k not in ("statuses", "differ")}, indent=1))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
