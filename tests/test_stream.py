@@ -123,15 +123,42 @@ def test_row_claims_are_the_ones_a_square_root_cannot_decide():
 
 
 def test_check_streamed_reports_every_run_and_leaves_out_the_row_claims():
+    from verify.check import check_layer
+
     W, X, Xt = layer(7)
-    res = check_streamed(W, grams_of(X, Xt), grid=A.Grid.gptq(4))
-    assert list(res.runs) == ["optq", "optq on X_tilde", "qronos-projection", "qronos-original"]
-    assert res.m == X.shape[0] and res.row_claims and all(is_row_claim(c) for c in res.row_claims)
-    for verdicts in res.runs.values():
+    rep = check_streamed(W, grams_of(X, Xt), grid=A.Grid.gptq(4))
+    runs = {r.label: r.verdicts for r in rep.runs}
+    assert list(runs) == ["optq", "optq on X_tilde", "qronos-projection", "qronos-original"]
+    assert rep.shape == {"n": 5, "N": 20, "m": X.shape[0]} and "T2.tail" in rep.notes[0]
+    for verdicts in runs.values():
         assert not any(is_row_claim(k) for k in verdicts)
-        assert "violated" not in {v.status for v in verdicts.values()}
-    assert all(res.runs["optq"][c].status == "consistent" for c in ("I1", "T1.sum_c", "T1.frobenius"))
-    assert res.runs["qronos-projection"]["T4.projection.identity"].status == "consistent"
+    assert all(runs["optq"][c].status == "consistent" for c in ("I1", "T1.sum_c", "T1.frobenius"))
+    assert runs["qronos-projection"]["T4.projection.identity"].status == "consistent"
+    mem = check_layer(W, X, Xt, grid=A.Grid.gptq(4))
+    assert rep.exit_code == mem.exit_code == 0
+    assert rep.runs[0].error_fro == pytest.approx(mem.runs[0].error_fro, rel=1e-9)
+    for a, b in zip(mem.runs, rep.runs):
+        assert {k: v.status for k, v in a.verdicts.items() if not is_row_claim(k)} == \
+            {k: v.status for k, v in b.verdicts.items()}
+
+
+def test_gram_file_round_trip_and_check_layer_cli(tmp_path, capsys):
+    from conftest import cli_code
+
+    W, X, Xt = layer(9)
+    g = grams_of(X, Xt)
+    g.save(tmp_path / "g.npz")
+    h = Grams.load(tmp_path / "g.npz")
+    assert h.m == g.m and np.array_equal(h.H, g.H) and np.array_equal(h.G, g.G)
+    np.save(tmp_path / "W.npy", W)
+    assert cli_code(["check-layer", tmp_path / "W.npy", tmp_path / "g.npz", "--gram", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "judged from the Gram matrices of 900 calibration rows" in out and "qronos-original" in out
+    np.savez(tmp_path / "bad.npz", H=np.eye(20))
+    assert cli_code(["check-layer", tmp_path / "W.npy", tmp_path / "bad.npz", "--gram"]) == 2
+    assert "a Gram file holds H and m" in capsys.readouterr().err
+    assert cli_code(["check-layer", tmp_path / "W.npy", tmp_path / "g.npz", "--gram",
+                     "--x-tilde", tmp_path / "W.npy"]) == 2
 
 
 def test_accumulator_errors_name_the_argument():

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GramAccumulator", "Grams", "square_root", "check_streamed", "StreamedCheck", "ROW_CLAIMS",
-           "chunks_of"]
+__all__ = ["GramAccumulator", "Grams", "square_root", "check_streamed", "ROW_CLAIMS", "chunks_of",
+           "compare_cell", "agreement", "memory_benchmark"]
 
 #: claims about individual sample rows (ℓ∞ over the samples): not judged from Gram matrices
 ROW_CLAIMS = ("T2.", "T5.")
@@ -51,6 +51,33 @@ class Grams:
     @property
     def N(self) -> int:
         return int(self.H.shape[0])
+
+    def save(self, path) -> None:
+        """Writes the Gram matrices to ``path`` (``.npz``: ``H``, ``m`` and, with mismatch,
+        ``H_tilde``, ``G``), the file ``ptq-bounds check-layer W GRAMS.npz --gram`` reads."""
+        arrays = {"H": self.H, "m": np.asarray(self.m)}
+        if self.H_tilde is not None:
+            arrays.update(H_tilde=self.H_tilde, G=self.G)
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "Grams":
+        """Reads a file written by :meth:`save`; ``ValueError`` naming what is wrong."""
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if not {"H", "m"} <= keys or ("H_tilde" in keys) != ("G" in keys):
+                raise ValueError(f"{path}: a Gram file holds H and m (and H_tilde with G), found {sorted(keys)}; "
+                                 "write it with verify.stream.Grams.save")
+            H, m = np.asarray(z["H"], dtype=np.float64), int(z["m"])
+            Ht = np.asarray(z["H_tilde"], dtype=np.float64) if "H_tilde" in keys else None
+            G = np.asarray(z["G"], dtype=np.float64) if "G" in keys else None
+        N = H.shape[0] if H.ndim == 2 else -1
+        if H.shape != (N, N) or any(A is not None and A.shape != (N, N) for A in (Ht, G)):
+            raise ValueError(f"{path}: H, H_tilde and G must be N × N, got {H.shape}"
+                             + ("" if Ht is None else f", {Ht.shape}, {G.shape}"))
+        if m < 1 or not all(np.all(np.isfinite(A)) for A in (H, Ht, G) if A is not None):
+            raise ValueError(f"{path}: m must be ≥ 1 and the matrices finite")
+        return cls(H=H, m=m, H_tilde=Ht, G=G)
 
     def joint(self) -> np.ndarray:
         """The Gram matrix of ``[X, X̃]`` (``2N × 2N``), or ``H`` without mismatch."""
@@ -165,27 +192,15 @@ def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray 
     return (out[:, :N], None) if grams.H_tilde is None else (out[:, :N], out[:, N:])
 
 
-@dataclass
-class StreamedCheck:
-    """What :func:`check_streamed` found: the runs' verdicts (claim id → ``Verdict``), the rows
-    ``m`` the Gram matrices were accumulated from, and the claims left out for needing the rows."""
-
-    m: int
-    runs: dict
-    row_claims: tuple
-
-    @property
-    def statuses(self) -> list[str]:
-        return [v.status for verdicts in self.runs.values() for v in verdicts.values()]
-
-
 def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", rounding: str = "nearest",
-                   trials: int = 1, seed: int = 0, alpha: float = 1e-4, eta: float = 0.05,
-                   claims=None) -> StreamedCheck:
+                   trials: int = 1, seed: int = 0, alpha: float = 1e-4, eta: float = 0.05, claims=None,
+                   progress: bool = False):
     """Quantize ``W`` (``n × N``) from accumulated Gram matrices and check every claim that the
     Gram matrices decide (all but :data:`ROW_CLAIMS`): OPTQ on ``X`` and, with mismatch, OPTQ on
     ``X̃`` and both Qronos variants, as :func:`verify.check.check_layer` does in memory (stochastic
-    rounding: ``trials`` copies of ``W`` as rows, seeded by ``seed``)."""
+    rounding: ``trials`` copies of ``W`` as rows, seeded by ``seed``). Returns a
+    :class:`verify.check.LayerReport` (``shape["m"]`` the rows accumulated; its notes name the
+    claims left out)."""
     import algorithms as A
     import theory
     from theory.claims import CLAIMS
@@ -207,11 +222,25 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
         plan.append(("optq on X_tilde", lambda: A.optq(W, Xts, **kw), {"X_tilde": Xts}))
         for v in ("projection", "original"):
             plan.append((f"qronos-{v}", lambda v=v: A.qronos(W, Xs, Xts, variant=v, **kw), {"X_tilde": Xts, "W": W}))
-    runs = {}
-    for label, quantize, extra in plan:
-        run = theory.Run.from_result(quantize(), Xs, **extra)
-        runs[label] = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True)
-    return StreamedCheck(m=grams.m, runs=runs, row_claims=left)
+    from tqdm.auto import tqdm
+
+    from .check import LayerReport, RunCheck
+
+    report = LayerReport(shape={"n": int(W.shape[0]), "N": grams.N, "m": grams.m}, grid=grid.to_dict(),
+                         order=order if isinstance(order, str) else "custom", rounding=rounding, trials=int(trials))
+    report.notes.append(f"judged from the Gram matrices of {grams.m} calibration rows (verify.stream); not "
+                        f"exercised, because they need the individual rows: {', '.join(left)}")
+    for label, quantize, extra in tqdm(plan, desc="check (Gram)", unit="run", disable=not progress, leave=False):
+        r = quantize()
+        run = theory.Run.from_result(r, Xs, **extra)
+        verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True)
+        err = None
+        if label == "optq":
+            D = np.asarray(run.W, dtype=np.float64) - np.asarray(r.Q, dtype=np.float64)
+            err = float(np.linalg.norm(Xs.astype(np.float64) @ D.T))
+        sat = np.asarray(r.saturated)
+        report.runs.append(RunCheck(label, float(r.lam), int(np.sum(sat)), int(sat.size), err, verdicts))
+    return report
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,6 +325,7 @@ def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None,
     from tqdm.auto import tqdm
 
     import algorithms as A
+    from theory.claims import CLAIMS
 
     n = N if n is None else int(n)
     rng = np.random.default_rng(seed)
@@ -313,14 +343,14 @@ def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None,
     t1 = time.perf_counter()
     res = check_streamed(W, grams, grid=A.Grid.gptq(bits), percdamp=0.01, order="decreasing")
     t2 = time.perf_counter()
-    verdicts = res.runs["optq"]
+    verdicts = res.runs[0].verdicts
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {
         "N": N, "n": n, "rows": rows, "chunk": chunk, "bits": bits, "seed": seed,
         "accumulate_s": t1 - t0, "quantize_and_check_s": t2 - t1, "peak_rss_bytes": int(peak),
         "bytes_X_would_take_float32": rows * N * 4,
         "statuses": {k: v.status for k, v in verdicts.items()},
-        "left_out": list(res.row_claims),
+        "left_out": [c for c in CLAIMS if is_row_claim(c)],
     }
 
 

@@ -23,7 +23,11 @@ from ..cli import check_writable_file, nonneg_int, open_unit_interval, positive_
 
 def add_arguments(p):
     p.add_argument("W", help="weights n × N (.npy, .npz[:key], .safetensors[:key])")
-    p.add_argument("X", help="calibration inputs m × N")
+    p.add_argument("X", help="calibration inputs m × N (with --gram: a Gram file of verify.stream)")
+    p.add_argument("--gram", action="store_true",
+                   help="X is a file of accumulated Gram matrices (verify.stream.Grams.save: H = XᵀX, m, and "
+                        "with mismatch H_tilde, G): calibration data that never was in memory at once; the ℓ∞ "
+                        "claims (T2, T5) need the rows and are not exercised")
     p.add_argument("--x-tilde", dest="x_tilde", default=None, help="mismatched inputs m × N (enables Qronos)")
     p.add_argument("--bits", type=int, default=4, help="bits of the GPTQ grid (default 4)")
     p.add_argument("--asym", action="store_true", help="asymmetric grid (default symmetric)")
@@ -144,8 +148,7 @@ def _check_array(a, name: str, spec: str) -> np.ndarray:
 
 
 def run(args) -> int:
-    import algorithms as A
-    from theory.verdicts import EXIT, INSUFFICIENT
+    from theory.verdicts import EXIT
 
     from ..check import check_given, check_layer
 
@@ -154,15 +157,13 @@ def run(args) -> int:
             check_writable_file(args.json, "--json")
         dt = np.dtype(args.dtype)
         W = load_array(args.W, "W").astype(dt)
+        if args.gram:
+            return _run_gram(args, W)
         X = load_array(args.X, "X").astype(dt)
         Xt = load_array(args.x_tilde, "X_tilde").astype(dt) if args.x_tilde else None
         if args.trials < 1:
             raise ValueError("--trials must be ≥ 1")
-        if args.delta is not None:
-            grid = A.Grid.symmetric(args.delta, args.K)
-        else:
-            grid = A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size,
-                               static_groups=args.static_groups)
+        grid = _grid(args)
         if getattr(args, "q", None):  # a Q made elsewhere: read it (and its grid) instead of quantizing
             from .. import packed
 
@@ -182,6 +183,40 @@ def run(args) -> int:
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
+    return _report(args, report)
+
+
+def _grid(args):
+    import algorithms as A
+
+    if args.delta is not None:
+        return A.Grid.symmetric(args.delta, args.K)
+    return A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size, static_groups=args.static_groups)
+
+
+def _run_gram(args, W) -> int:
+    """``--gram``: the claims the Gram matrices decide (verify.stream.check_streamed)."""
+    from theory.verdicts import EXIT
+
+    from ..stream import Grams, check_streamed
+
+    try:
+        if args.x_tilde or getattr(args, "q", None):
+            raise ValueError("--gram: the Gram file holds X̃'s products itself (H_tilde, G) and --q is not "
+                             "supported with it; leave --x-tilde and --q out")
+        report = check_streamed(W, Grams.load(args.X), grid=_grid(args), lam=args.lam, percdamp=args.percdamp,
+                                order=args.order, rounding=args.rounding, trials=args.trials, seed=args.seed,
+                                alpha=args.alpha, eta=args.eta, progress=not args.no_progress)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+        return EXIT["bad input"]
+    return _report(args, report)
+
+
+def _report(args, report) -> int:
+    """Prints the report, writes its JSON, returns the exit code."""
+    from theory.verdicts import EXIT, INSUFFICIENT
+
     print(report.format())
     code = report.exit_code
     if args.json:
