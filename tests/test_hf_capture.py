@@ -181,6 +181,31 @@ def test_capture_command_on_a_model_directory(tiny_dir, tmp_path, capsys):
     assert main(["check-layer", f"{f}:W", f"{f}:X", "--x-tilde", f"{f}:X_tilde", "--no-progress"]) == 0
 
 
+def test_verify_real_llm_on_a_model_directory(tiny_dir, tmp_path, capsys):
+    """`ptq-bounds verify --campaign real-llm --model DIR`: the layers are captured into
+    OUT/captures/, the quick recipes run on them through the files data source, and a second run
+    reuses the capture and the store."""
+    out = tmp_path / "out"
+    argv = ["verify", "--campaign", "real-llm", "--model", str(tiny_dir), "--layers", "*.layers.1.mlp.*",
+            "--text", str(tiny_dir / "text.txt"), "--tokens", "64", "--out", str(out), "--workers", "1",
+            "--no-progress"]
+    code = main(argv)
+    printed = capsys.readouterr()
+    # nothing violated; the stochastic cells of 16-row layers lack the power their tests declare (exit 3)
+    assert code == 3 and "no claim violated" in printed.out, printed.out[-2000:] + printed.err[-2000:]
+    assert "insufficient evidence" in printed.err
+    summary = json.loads((out / "real-llm-model-summary.json").read_text())
+    # 3 layers × the quick recipes, without the 64-column groups that do not divide N = 16 or 32
+    assert summary["cells"] == 3 * 5 and not summary["errors"] and not summary["violated"]
+    caps = list((out / "captures").iterdir())
+    assert len(caps) == 1 and (caps[0] / "manifest.json").is_file()
+    stamp = (caps[0] / "manifest.json").stat().st_mtime_ns
+    assert main(argv) == 3
+    assert (caps[0] / "manifest.json").stat().st_mtime_ns == stamp  # the capture was reused
+    assert main(["verify", "--campaign", "default", "--text", "x.txt", "--out", str(tmp_path / "o2")]) == 2
+    assert "--text" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, option", [
     (["--model", "/nonexistent/model"], "--model: no such file"),
     (["--layers", "blk.99.*"], "--layers:"),

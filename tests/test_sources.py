@@ -51,6 +51,30 @@ def test_files_source(tmp_path):
         make_layer({"files": {"W": str(tmp_path / "W.npy"), "X": str(tmp_path / "X7.npy")}}, None)
 
 
+def test_files_source_reads_safetensors_and_checks_the_hash(tmp_path):
+    """A capture file of `ptq-bounds capture` (safetensors, keys W, X, X_tilde) as a cell's data; a
+    file changed since the cell was built is refused."""
+    import hashlib
+
+    st = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(0)
+    arrays = {"W": rng.standard_normal((3, 5)).astype(np.float32), "X": rng.standard_normal((9, 5)).astype(np.float32),
+              "X_tilde": rng.standard_normal((9, 5)).astype(np.float32)}
+    f = tmp_path / "layer.safetensors"
+    st.save_file(arrays, str(f))
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()
+    cfg = {"files": {"W": f"{f}:W", "X": f"{f}:X", "X_tilde": f"{f}:X_tilde", "sha256": sha, "layer": "blk.0.q",
+                     "group": "q"}}
+    W, X, Xt = make_layer(cfg, None)
+    assert np.array_equal(W, arrays["W"]) and np.array_equal(Xt, arrays["X_tilde"])
+    assert describe(cfg) == {"source": "files", "model": None, "layer": "blk.0.q", "group": "q"}
+    with pytest.raises(ValueError, match="has no tensor 'Y'"):
+        make_layer({"files": {"W": f"{f}:W", "X": f"{f}:Y"}}, None)
+    st.save_file({k: v * 2 for k, v in arrays.items()}, str(f))
+    with pytest.raises(ValueError, match="rebuild the campaign"):
+        make_layer(cfg, None)
+
+
 def test_register_refuses_a_taken_key():
     with pytest.raises(ValueError, match="already selects"):
         register(DataSource("other-llm", "llm", "x:y", lambda c: {}))

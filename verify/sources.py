@@ -6,8 +6,10 @@ A campaign cell's configuration selects its source by the key that carries the s
   ``same_w``, ``mismatch``; :func:`verify.data.synthetic_layer`);
 * ``"llm"``: a **real model** layer, its weights and captured calibration inputs
   (:func:`verify.llm.campaign.load_layer_data`);
-* ``"files"``: **your own arrays**, ``{"W": path, "X": path, "X_tilde": path or None}`` (``.npy``, or
-  ``.npz`` with one array or ``path.npz:key``).
+* ``"files"``: **your own arrays**, ``{"W": path, "X": path, "X_tilde": path or None}`` (``.npy``,
+  ``.npz`` with one array or ``path.npz:key``, or ``path.safetensors:key`` as ``ptq-bounds capture``
+  writes them); optional ``"sha256"`` (of the file named by ``W``: checked before use), ``"group"``,
+  ``"model"`` and ``"layer"`` (how reports name the layer).
 
 The campaign asks :func:`load_layer` for a layer and :func:`describe` for what to call it; it never
 imports a source's module. A source's loader is named as ``"module:function"`` and imported when a
@@ -109,10 +111,12 @@ def _describe_llm(cfg: dict) -> dict:
 
 def _describe_files(cfg: dict) -> dict:
     f = cfg.get("files") or {}
-    return {"model": None, "layer": str(f.get("W")), "group": str(f.get("group", "files"))}
+    return {"model": f.get("model"), "layer": str(f.get("layer", f.get("W"))), "group": str(f.get("group", "files"))}
 
 
 def _load_array(spec: str, what: str) -> np.ndarray:
+    if ".safetensors" in str(spec):
+        return _load_safetensors(str(spec), what)
     path, _, key = str(spec).partition(".npz:")
     if key:
         path += ".npz"
@@ -132,11 +136,49 @@ def _load_array(spec: str, what: str) -> np.ndarray:
     return np.asarray(a)
 
 
+def _load_safetensors(spec: str, what: str) -> np.ndarray:
+    path, _, key = spec.partition(".safetensors:")
+    path += ".safetensors"
+    try:
+        from safetensors import safe_open
+    except ImportError as exc:
+        raise ImportError("files: reading .safetensors needs the safetensors package (the llm extra)") from exc
+    try:
+        with safe_open(path, framework="numpy") as fh:
+            names = list(fh.keys())
+            if not key and len(names) != 1:
+                raise ValueError(f"files: {spec!r} holds {names}; say which with {path}:KEY")
+            k = key or names[0]
+            if k not in names:
+                raise ValueError(f"files: {spec!r} has no tensor {k!r} (it has {names})")
+            return np.asarray(fh.get_tensor(k))
+    except (OSError, RuntimeError) as exc:  # safetensors raises its own errors for unreadable files
+        raise ValueError(f"files: cannot read {what} from {spec!r} ({exc})") from None
+
+
+def _file_of(spec: str) -> str:
+    s = str(spec)
+    for ext in (".safetensors", ".npz"):
+        if ext + ":" in s:
+            return s.partition(ext + ":")[0] + ext
+    return s
+
+
 def files_layer(cfg: dict, rng=None):
     """``(W, X, X_tilde)`` from the files named in ``cfg["files"]`` (cast to ``cfg["dtype"]`` when given)."""
     f = cfg.get("files")
     if not isinstance(f, dict) or "W" not in f or "X" not in f:
         raise ValueError("files: the configuration needs {'W': path, 'X': path[, 'X_tilde': path]}")
+    if f.get("sha256"):
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(_file_of(f["W"]), "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        if h.hexdigest() != f["sha256"]:
+            raise ValueError(f"files: {_file_of(f['W'])} has sha256 {h.hexdigest()[:16]}…, but the cell was built "
+                             f"for {f['sha256'][:16]}…: rebuild the campaign")
     W, X = _load_array(f["W"], "W"), _load_array(f["X"], "X")
     Xt = _load_array(f["X_tilde"], "X_tilde") if f.get("X_tilde") else None
     if W.ndim != 2 or X.ndim != 2 or W.shape[1] != X.shape[1]:

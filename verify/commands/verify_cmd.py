@@ -41,7 +41,11 @@ def add_arguments(p):
     p.add_argument("--limit", type=int, default=None, help="run at most this many pending cells, then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # real-LLM campaign options (ignored by the synthetic campaigns)
-    p.add_argument("--model", default="smollm2-135m", help="real-llm: model name (default smollm2-135m)")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="real-llm: smollm2-135m (default), gemma3-270m, a GGUF file, or a Hugging Face model "
+                        "directory (through transformers, the hf extra; layers captured into OUT/captures/)")
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="real-llm with a model directory: calibration text file (default: the licence texts)")
     p.add_argument("--layers", default=None, help="real-llm: comma-separated layer names or patterns")
     p.add_argument("--tokens", type=int, default=None, help="real-llm: calibration tokens")
     p.add_argument("--recheck", type=nonneg_int, default=8, metavar="K",
@@ -79,7 +83,18 @@ def run(args) -> int:
         _check_outputs(args, out)
     except ValueError as exc:
         return _bad(str(exc))
-    if args.campaign == "real-llm":
+    if args.text is not None and not (args.campaign == "real-llm" and Path(args.model).is_dir()):
+        return _bad("--text: a calibration text file is read for --campaign real-llm with a model directory "
+                    "(--model PATH); drop it, or give both")
+    if args.campaign == "real-llm" and Path(args.model).is_dir():
+        from ..llm.model_campaign import build_model_campaign
+
+        try:
+            campaign = build_model_campaign(args.model, args.layers, tokens=args.tokens, text=args.text,
+                                            seed=args.seed, out=out, progress=not args.no_progress)
+        except (FileNotFoundError, ImportError, ValueError) as exc:  # transformers, model, text, layers, tokens
+            return _bad(f"real-llm: {exc}")
+    elif args.campaign == "real-llm":
         from ..llm.campaign import build_campaign
 
         try:
@@ -110,7 +125,7 @@ def run(args) -> int:
                               recheck=args.recheck, recheck_precision=args.recheck_precision, echo=print)
     path = write_json(args.json or out / f"{campaign.name}-summary.json", summary)
     print(f"store: {store.path}   summary: {path}")
-    if args.campaign == "real-llm":
+    if args.campaign == "real-llm" and campaign.name != "real-llm-model":  # the report reads GGUF-campaign cells
         _real_llm_report(store, campaign, out, summary.get("float64_recheck"), summary.get("float64_precision_recheck"))
     code, reasons = decide(summary, campaign.name)
     for line in reasons:
