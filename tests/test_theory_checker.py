@@ -133,3 +133,43 @@ def test_check_accepts_ids_and_records():
         T.check("T42", run)
     with pytest.raises(ValueError, match="eta"):
         T.check("T2.hp.hoeffding", run, eta=1.5)
+
+
+@pytest.mark.parametrize("case", ["optq", "optq-saturating", "qronos-original", "qronos-projection", "dead"])
+def test_row_batches_give_the_verdicts_of_the_whole_run(case):
+    """T.check_all(..., row_batch=k): the same status, counts, reasons, worst ratio and rows as the
+    whole run, for every claim and hypothesis (per-run quantities are shared between batches)."""
+    rng = np.random.default_rng(3)
+    m, N, n = 60, 12, 23
+    X = rng.standard_normal((m, N))
+    if case == "dead":
+        X[:, 4] = 0
+    Xt = X + 0.05 * rng.standard_normal((m, N))
+    W = rng.standard_normal((n, N)) * 0.3
+    K = int(np.ceil(np.abs(W).max() / 0.05 - 0.5))  # a symmetric grid that just reaches the weights
+    grid = A.Grid.symmetric(0.05, K) if case == "optq-saturating" else A.Grid.gptq(4)
+    if case.startswith("qronos"):
+        r = A.qronos(W, X, Xt, grid=grid, lam=0.5, variant=case.split("-")[1])
+        run = T.Run.from_result(r, X, X_tilde=Xt, W=W)
+    else:
+        r = A.optq(W, X, grid=grid, lam=0.01 if case == "optq-saturating" else 0.5)
+        run = T.Run.from_result(r, X)
+        if case == "optq":  # GPTQ's min/max grid saturates some rows: their out-of-scope reasons merge too
+            assert 0 < int(np.sum(r.saturated)) < n
+    whole = T.check_all(run)
+    batched = T.check_all(run, row_batch=5)
+    assert set(whole) == set(batched)
+    for k, a in whole.items():
+        b = batched[k]
+        da, db = a.to_dict(), b.to_dict()
+        assert da == db, (k, da, db)
+        assert np.array_equal(a.rows, b.rows) and np.allclose(a.ratio, b.ratio, equal_nan=True), k
+
+
+def test_row_batches_refuse_statistical_runs():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 6))
+    r = A.optq(np.tile(rng.standard_normal((1, 6)), (8, 1)), X, grid=A.Grid.integers(0.1), lam=0.5,
+               rounding="stochastic", rng=np.random.default_rng(1))
+    with pytest.raises(ValueError, match="row_batch"):
+        T.check_all(T.Run.from_result(r, X), row_batch=3)

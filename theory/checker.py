@@ -24,6 +24,7 @@ on which the exact quantities cannot be formed is out of scope as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -569,17 +570,90 @@ def _unbiased(ctx, u, ke, slack, rows, why_prec, alpha):
                         test=res.get("test", ""), power=power)
 
 
-def check_all(run, claims=None, *, alpha: float = DEFAULT_ALPHA, hypotheses: bool | None = None, **params) -> dict:
+def check_all(run, claims=None, *, alpha: float = DEFAULT_ALPHA, hypotheses: bool | None = None,
+              row_batch: int | None = None, **params) -> dict:
     """``{id: Verdict}`` for every claim (or the given ids/claims) on ``run``, followed by the
     hypothesis verdicts of :func:`check_hypotheses` (ids ``hyp.*``; by default when every claim
-    is checked, i.e. ``claims`` is None); the exact quantities are computed once and shared."""
+    is checked, i.e. ``claims`` is None); the exact quantities are computed once and shared.
+
+    ``row_batch``: check the rows of ``W`` in batches of this many (rows are independent; the
+    per-run quantities are computed once and shared) and merge the verdicts
+    (:func:`merge_row_verdicts`): the memory of the per-row quantities is that of one batch.
+    Deterministic runs only (a statistical verdict cannot be assembled from batches)."""
     _check_run(run)
     _check_alpha(alpha)
     ids = list(CLAIMS) if claims is None else [c if isinstance(c, str) else c.id for c in claims]
+    hyps = hypotheses or (hypotheses is None and claims is None)
+    if row_batch is not None and run.n > int(row_batch):
+        if run.rounding != "nearest":
+            raise ValueError("row_batch: statistical verdicts (stochastic rounding) cannot be assembled from row "
+                             "batches; leave row_batch out")
+        return _check_all_in_batches(run, ids, hyps, int(row_batch), alpha, params)
     ctx = Context(run, **params)
     out = {i: check(i, run, alpha=alpha, context=ctx) for i in ids}
-    if hypotheses or (hypotheses is None and claims is None):
+    if hyps:
         out.update(check_hypotheses(ctx, alpha=alpha))
+    return out
+
+
+def _check_all_in_batches(run, ids, hyps, batch, alpha, params) -> dict:
+    parent = Context(run, **params)
+    first = None
+    parts: dict = {}
+    starts = range(0, run.n, batch)
+    for s in starts:
+        idx = np.arange(s, min(s + batch, run.n))
+        ctx = parent.for_rows(idx, share=first)
+        first = ctx if first is None else first
+        out = {i: check(i, ctx.run, alpha=alpha, context=ctx) for i in ids}
+        if hyps:
+            out.update(check_hypotheses(ctx, alpha=alpha))
+        for k, v in out.items():
+            parts.setdefault(k, []).append((s, v))
+        del ctx, out
+    return {k: merge_row_verdicts(v) for k, v in parts.items()}
+
+
+def merge_row_verdicts(parts) -> Verdict:
+    """One verdict from the verdicts of row batches ``[(first row, Verdict), …]`` of one run:
+    counts and reasons add up, the rows are renumbered, the worst ratio (identities: farthest from
+    1) and its tolerance and message come from the batch that holds it, the status is
+    :func:`theory.verdicts.combine` of the batches'. A per-run claim is in scope if it is in every
+    batch (its value does not depend on the rows). Statistical verdicts are refused."""
+    from .verdicts import combine
+
+    vs = [v for _, v in parts]
+    for v in vs:
+        if v.trials or not math.isnan(float(v.p_value)):
+            raise ValueError(f"{v.claim}: a statistical verdict cannot be assembled from row batches")
+    if get_claim(vs[0].claim).per == "run" if vs[0].claim in CLAIMS else False:
+        return next((v for v in vs if v.in_scope == 0), vs[0])
+    reasons: dict = {}
+    for v in vs:
+        for k, c in v.reasons.items():
+            reasons[k] = reasons.get(k, 0) + c
+    scored = [v for v in vs if v.in_scope and not math.isnan(float(v.worst_ratio))]
+    ident = vs[0].kind == "identity"
+    worst = max(scored, key=(lambda v: abs(v.worst_ratio - 1)) if ident else (lambda v: v.worst_ratio), default=None)
+    cat = lambda name: np.concatenate([np.asarray(getattr(v, name)) for v in vs]) if vs else np.zeros(0)  # noqa: E731
+    return dataclasses.replace(
+        vs[0], status=combine(v.status for v in vs), in_scope=sum(v.in_scope for v in vs),
+        out_of_scope=sum(v.out_of_scope for v in vs), reasons=reasons, lhs=cat("lhs"), rhs=cat("rhs"),
+        ratio=cat("ratio"), rows=np.concatenate([np.asarray(v.rows) + s for s, v in parts]),
+        worst_ratio=worst.worst_ratio if worst is not None else float("nan"),
+        violations=sum(v.violations for v in vs),
+        tolerance=_merge_tolerances([v.tolerance for v in vs if v.in_scope] or [vs[0].tolerance]),
+        message=(worst or vs[0]).message)
+
+
+def _merge_tolerances(ts: list) -> dict:
+    """The tolerance record of merged batches: numbers are the largest of the batches' (they are
+    maxima over rows), the rest as in the first."""
+    out = dict(ts[0])
+    for t in ts[1:]:
+        for k, v in t.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(out.get(k), (int, float)):
+                out[k] = max(out[k], v)
     return out
 
 

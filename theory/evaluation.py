@@ -65,12 +65,32 @@ class Quantity:
     per: str = "row"  # "row" or "run"
 
 
+#: the cached attributes of a :class:`Context` that depend only on the data, λ and the order (never
+#: on the rows of ``W``): a context of some rows (:meth:`Context.for_rows`) shares them
+RUN_ATTRIBUTES = ("X", "Xq", "perm", "fac", "c", "Mm", "Bm", "RX", "eig_keep", "H_norm", "kappa_keep", "tr_Hinv",
+                  "atol_c")
+
+
 class Context:
     """One run with parameters, and the cached exact quantities the claims need."""
 
     def __init__(self, run, **params):
         self.run = run
         self.params = dict(params)
+
+    def for_rows(self, idx, *, share: "Context | None" = None) -> "Context":
+        """The context of the sub-run of rows ``idx``. ``share``: a context of other rows of the same
+        run whose per-run quantities already computed (:data:`RUN_ATTRIBUTES` and the quantities
+        declared ``per="run"``) are reused instead of recomputed: what checking a wide layer in row
+        batches needs."""
+        sub = Context(self.run.rows(idx), **self.params)
+        src = self if share is None else share
+        for k in RUN_ATTRIBUTES:
+            if k in src.__dict__:
+                sub.__dict__[k] = src.__dict__[k]
+        vals = src.__dict__.get("_values", {})
+        sub.__dict__["_values"] = {k: v for k, v in vals.items() if QUANTITIES[k].per == "run"}
+        return sub
 
     # -- parameters ----------------------------------------------------------------------------
     @property

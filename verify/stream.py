@@ -194,13 +194,15 @@ def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray 
 
 def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", rounding: str = "nearest",
                    trials: int = 1, seed: int = 0, alpha: float = 1e-4, eta: float = 0.05, claims=None,
-                   progress: bool = False):
+                   row_batch: int | None = None, progress: bool = False):
     """Quantize ``W`` (``n × N``) from accumulated Gram matrices and check every claim that the
     Gram matrices decide (all but :data:`ROW_CLAIMS`): OPTQ on ``X`` and, with mismatch, OPTQ on
     ``X̃`` and both Qronos variants, as :func:`verify.check.check_layer` does in memory (stochastic
     rounding: ``trials`` copies of ``W`` as rows, seeded by ``seed``). Returns a
     :class:`verify.check.LayerReport` (``shape["m"]`` the rows accumulated; its notes name the
-    claims left out)."""
+    claims left out). ``row_batch``: rows of ``W`` checked at once (default: all when ``n·N ≤ 2²²``,
+    else ``2²⁰ // N``; deterministic rounding only), which bounds the memory of the per-row
+    quantities (:func:`theory.check_all`)."""
     import algorithms as A
     import theory
     from theory.claims import CLAIMS
@@ -230,10 +232,12 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
                          order=order if isinstance(order, str) else "custom", rounding=rounding, trials=int(trials))
     report.notes.append(f"judged from the Gram matrices of {grams.m} calibration rows (verify.stream); not "
                         f"exercised, because they need the individual rows: {', '.join(left)}")
+    if row_batch is None and rounding == "nearest" and W.shape[0] * grams.N > 2 ** 22:
+        row_batch = max(1, 2 ** 20 // grams.N)
     for label, quantize, extra in tqdm(plan, desc="check (Gram)", unit="run", disable=not progress, leave=False):
         r = quantize()
         run = theory.Run.from_result(r, Xs, **extra)
-        verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True)
+        verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True, row_batch=row_batch)
         err = None
         if label == "optq":
             D = np.asarray(run.W, dtype=np.float64) - np.asarray(r.Q, dtype=np.float64)
@@ -340,6 +344,7 @@ def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None,
         Z = rng.standard_normal((min(chunk, rows - s), N), dtype=np.float32)
         acc.add((Z @ mix) * scale)
     grams = acc.result()
+    del acc, mix, Z  # only the Gram matrix goes on
     t1 = time.perf_counter()
     res = check_streamed(W, grams, grid=A.Grid.gptq(bits), percdamp=0.01, order="decreasing")
     t2 = time.perf_counter()
