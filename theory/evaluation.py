@@ -129,13 +129,24 @@ class Context:
     @cached_property
     def fac(self):
         try:
-            return qt.factor(self.Xq, self.lam, self.perm, dead="keep")
+            return qt.factor(self.Xq, self.lam, self.perm, dead="keep", gram=self.gram)
         except ValueError as exc:
             raise ScopeError(f"exact quantities unavailable: {exc}") from exc
 
     @cached_property
+    def gram(self):
+        """``X̃ᵀX̃`` (``XᵀX`` for OPTQ) in float64, once per run: every λ's factor starts from it."""
+        return qt.gram(self.Xq)
+
+    @cached_property
     def c(self):
+        self.__dict__.setdefault("_c_by_lam", {})[float(self.lam)] = self.fac.c
         return self.fac.c
+
+    @cached_property
+    def c_hat(self):
+        """The explicit bound ``ĉ_t`` of T1 (:func:`theory.quantities.c_explicit`, method ``"auto"``)."""
+        return qt.c_explicit(self.Xq, self.lam, self.perm)
 
     @cached_property
     def Mm(self):
@@ -154,7 +165,7 @@ class Context:
     @cached_property
     def eig_keep(self):
         """Eigenvalues of the true ``H_λ`` (ascending)."""
-        return np.linalg.eigvalsh(qt.hessian(self.Xq, self.lam, dead="keep"))
+        return np.linalg.eigvalsh(qt.hessian(self.Xq, self.lam, dead="keep", gram=self.gram))
 
     @cached_property
     def H_norm(self):
@@ -494,7 +505,7 @@ def _sigma_rows(ctx):
 
 
 def _c_chain(ctx):
-    ce = qt.c_explicit(ctx.Xq, ctx.lam, ctx.perm)
+    ce = ctx.c_hat
     cc = qt.c_column(ctx.Xq, ctx.lam, ctx.perm)
     return np.concatenate([ctx.c, ce])[None, :], np.concatenate([ce, cc])[None, :]
 
@@ -514,7 +525,13 @@ def _lam_grid(ctx):
 
 
 def _c_of(ctx, lam):
-    return qt.factor(ctx.Xq, lam, ctx.perm, dead="keep").c
+    """``c_t`` at damping ``lam`` (one Cholesky of ``X̃ᵀX̃ + λI``, remembered per λ on the context)."""
+    memo = ctx.__dict__.setdefault("_c_by_lam", {})
+    if float(lam) == float(ctx.lam):
+        return ctx.c
+    if float(lam) not in memo:
+        memo[float(lam)] = qt.factor(ctx.Xq, lam, ctx.perm, dead="keep", gram=ctx.gram).c
+    return memo[float(lam)]
 
 
 def _L1_pairs(ctx):
@@ -552,7 +569,7 @@ def _L1_derivative(ctx):
 
 
 def _logdet_lu(ctx):
-    H = qt.hessian(ctx.Xq, ctx.lam, dead="keep")
+    H = qt.hessian(ctx.Xq, ctx.lam, dead="keep", gram=ctx.gram)
     sign, ld = np.linalg.slogdet(H)
     return ld if sign > 0 else -np.inf
 
@@ -569,7 +586,7 @@ QUANTITIES = {q.name: q for q in [
     _q("sum_e2c", r"\sum_t e_t^2 c_t", "Σ_t e_t² c_t", lambda c: (c.e_prop**2) @ c.c),
     _q("sum_d2c", r"\sum_t \delta_t^2 c_t", "Σ_t δ_t² c_t", lambda c: (c.delta**2) @ c.c),
     _q("sum_d2c_explicit", r"\sum_t \delta_t^2 \hat c_t", "Σ_t δ_t² ĉ_t (explicit bound of c_t)",
-       lambda c: (c.delta**2) @ qt.c_explicit(c.Xq, c.lam, c.perm)),
+       lambda c: (c.delta**2) @ c.c_hat),
     _q("sum_d2c_col", r"\sum_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "Σ_t δ_t² (‖X_t‖² + λ)",
        lambda c: (c.delta**2) @ qt.c_column(c.Xq, c.lam, c.perm)),
     _q("max_d2c", r"\max_t \delta_t^2 c_t", "max_t δ_t² c_t", lambda c: np.max(c.delta**2 * c.c[None, :], axis=1)),
