@@ -94,6 +94,9 @@ def add_arguments(p):
                    help="directory of the JSON results (default benchmarks/results/)")
     p.add_argument("--json", default=None, help="exact JSON path (overrides --out)")
     p.add_argument("--no-save", action="store_true", help="print only")
+    p.add_argument("--claims", action="store_true",
+                   help="also time check-layer's claim evaluation (theory.check_all on the OPTQ run) against the "
+                        "quantization it checks (optq from X, float64 as check-layer), once per shape")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -494,7 +497,8 @@ def run(args) -> int:
     from tqdm.auto import tqdm
     ref_cases = [] if args.no_reference else [c for c in cases if c in REFERENCE_CASES]
     tasks = len(shapes) * ((0 if args.no_floor else 1) + len(cases) + len(ref_cases)
-                           + (0 if args.no_memory else 1)) + (1 if mc_trials else 0)
+                           + (0 if args.no_memory else 1) + (1 if getattr(args, "claims", False) else 0)) \
+        + (1 if mc_trials else 0)
     bar = tqdm(total=tasks, desc="bench", disable=args.no_progress, file=sys.stderr)
 
     def step(label):
@@ -603,6 +607,10 @@ def run(args) -> int:
                 if case in res["optq"]:
                     res["optq"][case]["ratio_to_reference"] = res["optq"][case]["median_s"] / entry["median_s"]
                 done()
+        if getattr(args, "claims", False):
+            step(f"{n}x{N} claims")
+            res["claims"] = _claims(n, N, m, args.seed)
+            done()
         if not args.no_memory:
             step(f"{n}x{N} memory")
             peak, _ = dev.memory_peak(lambda: _optq_from_hessian(dev, W, H, lam, diagH, "deterministic",
@@ -640,6 +648,27 @@ def run(args) -> int:
     return 0
 
 
+def _claims(n, N, m, seed):
+    """check-layer's cost on one OPTQ run: ``quantize_s`` (``optq`` from ``X``, float64, GPTQ grid 4 bits,
+    percdamp 0.01), ``check_s`` (``theory.check_all`` on it: every claim and hypothesis), their ratio,
+    and the status of the explicit claims (evaluated by one QR above N = 256)."""
+    import algorithms as A
+    import theory
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, N)) * rng.lognormal(0.0, 1.0, N)
+    W = 0.02 * rng.standard_normal((n, N))
+    t0 = time.perf_counter()
+    r = A.optq(W, X, grid=A.Grid.gptq(4), percdamp=0.01)
+    tq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    v = theory.check_all(theory.Run.from_result(r, X), alpha=1e-4, eta=0.05)
+    tc = time.perf_counter() - t0
+    return {"quantize_s": tq, "check_s": tc, "ratio": tc / tq, "samples": m, "dtype": "float64",
+            "T1.explicit": v["T1.explicit"].status, "T1.c_chain": v["T1.c_chain"].status,
+            "violated": sorted(k for k, x in v.items() if x.status == "violated")}
+
+
 def _save(path, record):
     """Atomic write (the file is rewritten after every shape, so a run cut short keeps its data)."""
     with atomic_path(path) as tmp:
@@ -671,6 +700,10 @@ def _format_shape(res):
         mem = res["memory"]
         parts.append(f"\n    memory peak {mem['peak_bytes_during_call'] / 2 ** 20:.0f} MiB during the call; "
                      f"(peak + W + H)/(W + H) = {mem['ratio_incl_inputs']:.2f}")
+    if "claims" in res:
+        c = res["claims"]
+        parts.append(f"\n    claims (check-layer, m = {c['samples']}): check {c['check_s']:.2f} s vs quantize "
+                     f"{c['quantize_s']:.2f} s = {c['ratio']:.1f}x; T1.explicit {c['T1.explicit']}")
     return " ".join(parts)
 
 
