@@ -33,6 +33,14 @@ of ``Y`` is preceded exactly by ``X_{>t}``):
    ``X_{>t}`` is at least σ_min of its independent subset (``AAᵀ = A_S CCᵀA_Sᵀ ⪰ A_SA_Sᵀ``), so
    ``ĉ⁺`` stays at or above the SVD's ``ĉ_t`` there.
 
+How loose. The projections are exact, so only the ``λ‖PX_t‖²/(σ² + λ)`` term moves, and only
+where σ² is comparable to or above λ. Measured against the SVD reference (N = 300, m = 2N, λ = 1%
+of the mean ``‖X_t‖²``, decreasing order): ``Σĉ⁺/Σĉ`` = 1.15 on Gaussian columns (clustered small
+singular values are the worst case of a moment bound; largest single ratio 1.24), 1.02 on
+heavy-tailed and 1.04 on ill-conditioned data; at λ = 0 the result is exact. On dependent columns
+(N > m, duplicates, low rank) the σ² of the independent subset can be far below σ_min,+ of all of
+``X_{>t}``, so ``ĉ⁺`` may approach ``‖X_t‖² + λ`` there (valid, loose).
+
 Floating point: "certified" means in exact arithmetic on the computed factor; the factor itself
 is backward stable (Householder), as accurate as the SVD of the reference.
 """
