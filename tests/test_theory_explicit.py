@@ -136,3 +136,22 @@ def test_property_chain_and_reference_side(layer, lam):
     if layer.regime not in SINGULAR:
         ref = qt.c_explicit(X, lam, perm, method="svd")
         assert np.all(lo <= ref + 1e-9 * ref + tol) and np.all(ref <= hi + 1e-9 * ref + tol)
+
+
+def test_gram_path_agrees_with_the_qr_and_declines_dependent_columns():
+    rng = np.random.default_rng(7)
+    X = make_X("heavy_tailed", 80, 30, rng)
+    perm = rng.permutation(30)
+    tol = tol_of(X, 0.4)
+    G = X.T @ X
+    a = qt.c_explicit(X, 0.4, perm, method="qr")
+    b = qt.c_explicit(X, 0.4, perm, method="qr", gram=G)
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=tol)
+    Y = X[:, perm][:, ::-1]
+    p_qr, p_g = ex.projections(Y, 80 * EPS), ex.projections_from_gram(Y.T @ Y)
+    for u, v in zip(p_qr[:2], p_g[:2]):
+        np.testing.assert_allclose(v, u, rtol=1e-9, atol=tol)
+    D = make_X("duplicate", 80, 30, rng)
+    assert ex.projections_from_gram(D.T @ D) is None
+    np.testing.assert_allclose(qt.c_explicit(D, 0.4, perm, method="qr", gram=D.T @ D),
+                               qt.c_explicit(D, 0.4, perm, method="qr"), rtol=1e-12, atol=tol)

@@ -146,7 +146,7 @@ class Context:
     @cached_property
     def c_hat(self):
         """The explicit bound ``ĉ_t`` of T1 (:func:`theory.quantities.c_explicit`, method ``"auto"``)."""
-        return qt.c_explicit(self.Xq, self.lam, self.perm)
+        return qt.c_explicit(self.Xq, self.lam, self.perm, gram=self.gram)
 
     @cached_property
     def Mm(self):
@@ -490,8 +490,11 @@ def _run(x):
 
 
 def _E2(ctx):
-    d = ctx.w0 - ctx.Q
-    return np.sum((ctx.Xq @ d.T) ** 2, axis=0) + ctx.lam * np.sum(d**2, axis=1)
+    """``‖X(w−q)‖² + λ‖w−q‖²`` per row (one ``m × N × n`` product, remembered on the context)."""
+    if "_E2" not in ctx.__dict__:
+        d = ctx.w0 - ctx.Q
+        ctx.__dict__["_E2"] = np.sum((ctx.Xq @ d.T) ** 2, axis=0) + ctx.lam * np.sum(d**2, axis=1)
+    return ctx.__dict__["_E2"]
 
 
 def _Einf(ctx):

@@ -375,7 +375,7 @@ def c_column(X, lam, order=None) -> np.ndarray:
 EXPLICIT_SVD_MAX_N = 256
 
 
-def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto") -> np.ndarray:
+def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto", gram=None) -> np.ndarray:
     """The data-dependent bound of T1, processing order:
 
     ``ĉ_t = λ + ‖P⊥ X_t‖² + λ‖P X_t‖²/(σ²_min,+(X_{>t}) + λ)``, ``P`` the orthogonal projector onto
@@ -389,7 +389,8 @@ def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto") -> np.nd
     upper end ``ĉ⁺_t ≥ ĉ_t`` of an enclosure: the projections exact, ``σ²_min`` replaced by a
     certified lower bound (exact where a bounded refinement reached it), so ``c_t ≤ ĉ⁺_t ≤
     ‖X_t‖² + λ`` still holds (a valid, possibly looser bound); ``"auto"``: ``"svd"`` up to
-    ``N = EXPLICIT_SVD_MAX_N``, ``"qr"`` above.
+    ``N = EXPLICIT_SVD_MAX_N``, ``"qr"`` above. ``gram``: ``XᵀX`` (original order) if already
+    computed: the ``"qr"`` method then factors it instead of ``X`` when no column is nearly dependent.
     """
     X = _check_X(X)
     lam = _check_lam(lam)
@@ -402,7 +403,8 @@ def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto") -> np.nd
     if method == "qr" or (method == "auto" and N > EXPLICIT_SVD_MAX_N):
         from .explicit import c_explicit_enclosure
 
-        return c_explicit_enclosure(Xp, lam, rcond=rc)[1]
+        Gp = None if gram is None else np.asarray(gram, dtype=np.float64)[np.ix_(perm, perm)]
+        return c_explicit_enclosure(Xp, lam, rcond=rc, gram=Gp)[1]
     return _c_explicit_svd(Xp, lam, rc)
 
 
