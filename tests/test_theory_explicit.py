@@ -155,3 +155,14 @@ def test_gram_path_agrees_with_the_qr_and_declines_dependent_columns():
     assert ex.projections_from_gram(D.T @ D) is None
     np.testing.assert_allclose(qt.c_explicit(D, 0.4, perm, method="qr", gram=D.T @ D),
                                qt.c_explicit(D, 0.4, perm, method="qr"), rtol=1e-12, atol=tol)
+
+
+def test_shifted_lower_bounds_are_valid_and_tighter():
+    rng = np.random.default_rng(8)
+    X = make_X("tall", 90, 40, rng)
+    RS = np.linalg.qr(X, mode="r")
+    lo, hi = ex.sigma2_enclosure(RS)
+    up = ex.shifted_lower_bounds(RS, lo, hi, 4)
+    exact = np.array([scipy.linalg.svdvals(RS[:k, :k])[-1] ** 2 for k in range(1, 41)])
+    assert np.all(up <= exact * (1 + 1e-9)) and np.all(up >= lo)
+    assert np.median(up / exact) > np.median(lo / exact) + 0.2
