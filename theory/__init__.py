@@ -1,6 +1,7 @@
 """Executable statements of the error bounds of OPTQ (GPTQ) and Qronos (SPEC §3–§5).
 
 * :mod:`theory.quantities`: the exact quantities (``c_t``, ``M``, ``B``, ``R``, ``ŵ``, ``ρ_λ``, …);
+* :mod:`theory.explicit`: T1's explicit bound ``ĉ_t`` for all features from one QR (an enclosure);
 * :mod:`theory.claims`: every statement as a :class:`Claim` record, registry :data:`CLAIMS`;
 * :mod:`theory.run`: the :class:`Run` record claims are evaluated on;
 * :mod:`theory.checker`: :func:`check` (one generic checker) and the statistics;

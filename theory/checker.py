@@ -257,7 +257,8 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
     ``params``: ``eta`` (failure probability of the high-probability forms and T3, default 0.05),
     ``threshold`` (T2.tail: α, scalar or per row; default: the α at which the bound equals ``eta``),
     ``lams`` (L1: the λ grid), ``explicit_max_N`` (T1.explicit, T1.c_chain: largest N for which the
-    explicit bound, one SVD per feature, is computed; default 256). ``alpha``: false-alarm rate of
+    explicit bound is computed; default 65536; exact up to N = 256, the upper end of a certified
+    enclosure above, see :func:`theory.quantities.c_explicit`). ``alpha``: false-alarm rate of
     the statistical tests. ``context``: a
     :class:`~theory.evaluation.Context` of this run to share cached quantities between claims
     (:func:`check_all` does this); its parameters are then used.

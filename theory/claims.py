@@ -130,10 +130,11 @@ FINITE = Hypothesis(
     lambda ctx: (ctx.run.finite, "infinite grid δZ: saturation cannot occur, the statement is vacuous"),
 )
 EXPLICIT_SIZE = Hypothesis(
-    "size", "N ≤ explicit_max_N (default 256): the explicit bound costs one SVD of X_{>t} per feature",
-    lambda ctx: (ctx.N <= int(ctx.params.get("explicit_max_N", 256)),
-                 f"N = {ctx.N} > explicit_max_N = {int(ctx.params.get('explicit_max_N', 256))}: the explicit c_t bound "
-                 "(one SVD per feature) was not computed; pass explicit_max_N to force it"),
+    "size", "N ≤ explicit_max_N (default 65536): ĉ_t is exact (one SVD of X_{>t} per feature) up to N = 256, "
+    "above it an upper end ĉ⁺_t ≥ ĉ_t from one QR (σ²_min,+ replaced by a certified lower bound, theory/explicit.py)",
+    lambda ctx: (ctx.N <= int(ctx.params.get("explicit_max_N", 65536)),
+                 f"N = {ctx.N} > explicit_max_N = {int(ctx.params.get('explicit_max_N', 65536))}: the explicit c_t bound "
+                 "was not computed; pass explicit_max_N to force it"),
 )
 LAM_POS = Hypothesis("λ > 0", "λ > 0", lambda ctx: (ctx.lam > 0, "needs λ > 0; this run has λ = 0"))
 def _precise(ctx):

@@ -67,8 +67,8 @@ class Quantity:
 
 #: the cached attributes of a :class:`Context` that depend only on the data, λ and the order (never
 #: on the rows of ``W``): a context of some rows (:meth:`Context.for_rows`) shares them
-RUN_ATTRIBUTES = ("X", "Xq", "perm", "fac", "c", "Mm", "Bm", "RX", "eig_keep", "H_norm", "kappa_keep", "tr_Hinv",
-                  "atol_c")
+RUN_ATTRIBUTES = ("X", "Xq", "perm", "gram", "fac", "c", "c_hat", "_c_by_lam", "Mm", "Bm", "RX", "eig_keep",
+                  "H_norm", "kappa_keep", "tr_Hinv", "atol_c")
 
 
 class Context:
@@ -149,13 +149,24 @@ class Context:
     @cached_property
     def fac(self):
         try:
-            return qt.factor(self.Xq, self.lam, self.perm, dead="keep")
+            return qt.factor(self.Xq, self.lam, self.perm, dead="keep", gram=self.gram)
         except ValueError as exc:
             raise ScopeError(f"exact quantities unavailable: {exc}") from exc
 
     @cached_property
+    def gram(self):
+        """``X̃ᵀX̃`` (``XᵀX`` for OPTQ) in float64, once per run: every λ's factor starts from it."""
+        return qt.gram(self.Xq)
+
+    @cached_property
     def c(self):
+        self.__dict__.setdefault("_c_by_lam", {})[float(self.lam)] = self.fac.c
         return self.fac.c
+
+    @cached_property
+    def c_hat(self):
+        """The explicit bound ``ĉ_t`` of T1 (:func:`theory.quantities.c_explicit`, method ``"auto"``)."""
+        return qt.c_explicit(self.Xq, self.lam, self.perm, gram=self.gram)
 
     @cached_property
     def Mm(self):
@@ -174,7 +185,7 @@ class Context:
     @cached_property
     def eig_keep(self):
         """Eigenvalues of the true ``H_λ`` (ascending)."""
-        return np.linalg.eigvalsh(qt.hessian(self.Xq, self.lam, dead="keep"))
+        return np.linalg.eigvalsh(qt.hessian(self.Xq, self.lam, dead="keep", gram=self.gram))
 
     @cached_property
     def H_norm(self):
@@ -499,8 +510,11 @@ def _run(x):
 
 
 def _E2(ctx):
-    d = ctx.w0 - ctx.Q
-    return np.sum((ctx.Xq @ d.T) ** 2, axis=0) + ctx.lam * np.sum(d**2, axis=1)
+    """``‖X(w−q)‖² + λ‖w−q‖²`` per row (one ``m × N × n`` product, remembered on the context)."""
+    if "_E2" not in ctx.__dict__:
+        d = ctx.w0 - ctx.Q
+        ctx.__dict__["_E2"] = np.sum((ctx.Xq @ d.T) ** 2, axis=0) + ctx.lam * np.sum(d**2, axis=1)
+    return ctx.__dict__["_E2"]
 
 
 def _Einf(ctx):
@@ -514,7 +528,7 @@ def _sigma_rows(ctx):
 
 
 def _c_chain(ctx):
-    ce = qt.c_explicit(ctx.Xq, ctx.lam, ctx.perm)
+    ce = ctx.c_hat
     cc = qt.c_column(ctx.Xq, ctx.lam, ctx.perm)
     return np.concatenate([ctx.c, ce])[None, :], np.concatenate([ce, cc])[None, :]
 
@@ -534,7 +548,13 @@ def _lam_grid(ctx):
 
 
 def _c_of(ctx, lam):
-    return qt.factor(ctx.Xq, lam, ctx.perm, dead="keep").c
+    """``c_t`` at damping ``lam`` (one Cholesky of ``X̃ᵀX̃ + λI``, remembered per λ on the context)."""
+    memo = ctx.__dict__.setdefault("_c_by_lam", {})
+    if float(lam) == float(ctx.lam):
+        return ctx.c
+    if float(lam) not in memo:
+        memo[float(lam)] = qt.factor(ctx.Xq, lam, ctx.perm, dead="keep", gram=ctx.gram).c
+    return memo[float(lam)]
 
 
 def _L1_pairs(ctx):
@@ -572,7 +592,7 @@ def _L1_derivative(ctx):
 
 
 def _logdet_lu(ctx):
-    H = qt.hessian(ctx.Xq, ctx.lam, dead="keep")
+    H = qt.hessian(ctx.Xq, ctx.lam, dead="keep", gram=ctx.gram)
     sign, ld = np.linalg.slogdet(H)
     return ld if sign > 0 else -np.inf
 
@@ -589,7 +609,7 @@ QUANTITIES = {q.name: q for q in [
     _q("sum_e2c", r"\sum_t e_t^2 c_t", "Σ_t e_t² c_t", lambda c: (c.e_prop**2) @ c.c),
     _q("sum_d2c", r"\sum_t \delta_t^2 c_t", "Σ_t δ_t² c_t", lambda c: (c.delta**2) @ c.c),
     _q("sum_d2c_explicit", r"\sum_t \delta_t^2 \hat c_t", "Σ_t δ_t² ĉ_t (explicit bound of c_t)",
-       lambda c: (c.delta**2) @ qt.c_explicit(c.Xq, c.lam, c.perm)),
+       lambda c: (c.delta**2) @ c.c_hat),
     _q("sum_d2c_col", r"\sum_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "Σ_t δ_t² (‖X_t‖² + λ)",
        lambda c: (c.delta**2) @ qt.c_column(c.Xq, c.lam, c.perm)),
     _q("max_d2c", r"\max_t \delta_t^2 c_t", "max_t δ_t² c_t", lambda c: np.max(c.delta**2 * c.c[None, :], axis=1)),

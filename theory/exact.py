@@ -25,7 +25,7 @@ the grid is given as plain numbers (step, zero point, integer range).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 import numbers
 
@@ -519,7 +519,6 @@ def c_explicit_bounds(Xl, lam, order, eps=Fraction(1, 10**12)):
 
 
 def _c_at(run, lam):
-    m, N = len(run.Xl), run.N
     G = _gram(run.Xl, run.Xl)
     Hp = [[G[a][b] + (lam if a == b else 0) for b in run.order] for a in run.order]
     return udu(Hp)[1]

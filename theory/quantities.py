@@ -48,6 +48,7 @@ __all__ = [
     "resolve_order",
     "order_key",
     "dead_features",
+    "gram",
     "hessian",
     "Factor",
     "factor",
@@ -149,12 +150,19 @@ def dead_features(X) -> np.ndarray:
     return ~np.any(as64(X) != 0, axis=0)
 
 
-def hessian(X, lam, *, dead: str = "keep") -> np.ndarray:
-    """``H_λ = XᵀX + λI`` in float64; ``dead="zero"`` puts ``m/2`` on the undamped diagonal of dead features."""
+def gram(X) -> np.ndarray:
+    """``XᵀX`` in float64 (original feature order), to share between :func:`hessian` and :func:`factor`."""
+    X = _check_X(X)
+    return X.T @ X
+
+
+def hessian(X, lam, *, dead: str = "keep", gram=None) -> np.ndarray:
+    """``H_λ = XᵀX + λI`` in float64; ``dead="zero"`` puts ``m/2`` on the undamped diagonal of dead features.
+    ``gram``: ``XᵀX`` if already computed (:func:`gram`)."""
     X = _check_X(X)
     lam = _check_lam(lam)
     _check_dead(dead)
-    H = X.T @ X
+    H = X.T @ X if gram is None else np.array(gram, dtype=np.float64)
     if dead == "zero":
         dm = dead_features(X)
         H[dm, dm] = X.shape[0] / 2.0
@@ -218,8 +226,9 @@ class Factor:
         return Rl if block == "lam" else np.vstack([RX, Rl])
 
 
-def factor(X, lam, order=None, *, dead: str = "keep") -> Factor:
-    """Factor ``H_λ`` of ``X`` in processing ``order`` (see the module docstring)."""
+def factor(X, lam, order=None, *, dead: str = "keep", gram=None) -> Factor:
+    """Factor ``H_λ`` of ``X`` in processing ``order`` (see the module docstring); ``gram``: ``XᵀX``
+    if already computed (:func:`gram`: several λ then cost one ``O(N³/3)`` Cholesky each)."""
     X = _check_X(X)
     lam = _check_lam(lam)
     _check_dead(dead)
@@ -228,8 +237,11 @@ def factor(X, lam, order=None, *, dead: str = "keep") -> Factor:
     dm = dead_features(X)
     live = ~dm[perm]
     idx = perm[live]
-    Xl = X[:, idx]
-    H = Xl.T @ Xl
+    if gram is None:
+        Xl = X[:, idx]
+        H = Xl.T @ Xl
+    else:
+        H = np.asarray(gram, dtype=np.float64)[np.ix_(idx, idx)]
     H[np.diag_indices_from(H)] += lam
     try:
         L = np.linalg.cholesky(H[::-1, ::-1]) if idx.size else np.zeros((0, 0))
@@ -359,21 +371,46 @@ def c_column(X, lam, order=None) -> np.ndarray:
     return np.sum(X[:, perm] ** 2, axis=0) + lam
 
 
-def c_explicit(X, lam, order=None, *, rcond=None) -> np.ndarray:
+#: largest N for which ``c_explicit(method="auto")`` runs the exact per-feature SVD
+EXPLICIT_SVD_MAX_N = 256
+
+
+def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto", gram=None) -> np.ndarray:
     """The data-dependent bound of T1, processing order:
 
     ``ĉ_t = λ + ‖P⊥ X_t‖² + λ‖P X_t‖²/(σ²_min,+(X_{>t}) + λ)``, ``P`` the orthogonal projector onto
     ``span X_{>t}`` and ``σ_min,+`` its smallest positive singular value; ``c_t ≤ ĉ_t ≤ ‖X_t‖² + λ``
     (equality ``c_t = ĉ_t`` when ``λ = 0``). Singular values below ``rcond·σ_max`` count as zero
     (default ``rcond = max(m, N)·eps``); any threshold gives a valid upper bound of the exact
-    ``c_t``. Cost: one SVD of ``X_{>t}`` per ``t``.
+    ``c_t``.
+
+    ``method``: ``"svd"``, the exact reference, one SVD of ``X_{>t}`` per ``t`` (``O(mN³)``);
+    ``"qr"``, :func:`theory.explicit.c_explicit_enclosure` (``O(mN² + N³)``), which returns the
+    upper end ``ĉ⁺_t ≥ ĉ_t`` of an enclosure: the projections exact, ``σ²_min`` replaced by a
+    certified lower bound (exact where a bounded refinement reached it), so ``c_t ≤ ĉ⁺_t ≤
+    ‖X_t‖² + λ`` still holds (a valid, possibly looser bound); ``"auto"``: ``"svd"`` up to
+    ``N = EXPLICIT_SVD_MAX_N``, ``"qr"`` above. ``gram``: ``XᵀX`` (original order) if already
+    computed: the ``"qr"`` method then factors it instead of ``X`` when no column is nearly dependent.
     """
     X = _check_X(X)
     lam = _check_lam(lam)
     m, N = X.shape
+    if method not in ("auto", "svd", "qr"):
+        raise ValueError(f"method must be 'auto', 'svd' or 'qr', got {method!r}")
     perm = resolve_order(order, N, X)
     Xp = X[:, perm]
     rc = max(m, N) * np.finfo(float).eps if rcond is None else float(rcond)
+    if method == "qr" or (method == "auto" and N > EXPLICIT_SVD_MAX_N):
+        from .explicit import c_explicit_enclosure
+
+        Gp = None if gram is None else np.asarray(gram, dtype=np.float64)[np.ix_(perm, perm)]
+        return c_explicit_enclosure(Xp, lam, rcond=rc, gram=Gp)[1]
+    return _c_explicit_svd(Xp, lam, rc)
+
+
+def _c_explicit_svd(Xp, lam, rc) -> np.ndarray:
+    """The exact ``ĉ_t`` of :func:`c_explicit`, one SVD of ``X_{>t}`` per ``t``."""
+    N = Xp.shape[1]
     out = np.empty(N)
     for t in range(N):
         x = Xp[:, t]

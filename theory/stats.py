@@ -128,7 +128,6 @@ def _chernoff_two_sided(p: np.ndarray, s: np.ndarray) -> np.ndarray:
         I[atn] = -np.log(np.where(p[:, atn] > 0, p[:, atn], 1.0)).sum(0)
         I[s > npos] = np.inf  # impossible count: probability 0
     inner = ~at0 & ~atn
-    idx_all = np.flatnonzero(inner)
     theta = np.clip((s - mu) / np.maximum(var, 1e-300), -_THETA_MAX, _THETA_MAX)
     lo = np.full(N, -_THETA_MAX)
     hi = np.full(N, _THETA_MAX)

@@ -122,6 +122,9 @@ def add_arguments(p):
                    help="directory of the JSON results (default benchmarks/results/)")
     p.add_argument("--json", default=None, help="exact JSON path (overrides --out)")
     p.add_argument("--no-save", action="store_true", help="print only")
+    p.add_argument("--claims", action="store_true",
+                   help="also time check-layer's claim evaluation (theory.check_all on the OPTQ run) against the "
+                        "quantization it checks (optq from X, float64 as check-layer), once per shape")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -510,6 +513,7 @@ class Options:
     floor: bool
     memory: bool
     seed: int
+    claims: bool = False
 
 
 def options(args, dev_kind: str) -> Options:
@@ -540,7 +544,7 @@ def options(args, dev_kind: str) -> Options:
         mc_n=args.mc_n or (512 if args.quick else 4096),
         mc_trials=args.mc_trials if args.mc_trials is not None else (256 if args.quick else (65536 if gpu else 2048)),
         mc_batch=args.mc_batch or (16384 if gpu else 2048),
-        floor=not args.no_floor, memory=not args.no_memory, seed=args.seed,
+        floor=not args.no_floor, memory=not args.no_memory, seed=args.seed, claims=bool(getattr(args, "claims", False)),
     )
 
 
@@ -556,7 +560,7 @@ def run(args) -> int:
 
     from tqdm.auto import tqdm
 
-    per_shape = int(opts.floor) + len(opts.cases) + len(opts.ref_cases) + int(opts.memory)
+    per_shape = int(opts.floor) + len(opts.cases) + len(opts.ref_cases) + int(opts.memory) + int(opts.claims)
     bar = tqdm(total=len(opts.shapes) * per_shape + (1 if opts.mc_trials else 0), desc="bench",
                disable=args.no_progress, file=sys.stderr)
     record = _header(dev, opts, args.dtype)
@@ -661,6 +665,10 @@ def measure_shape(dev, opts: Options, n: int, N: int, bar) -> dict:
                 if case in res["optq"]:
                     res["optq"][case]["ratio_to_reference"] = res["optq"][case]["median_s"] / entry["median_s"]
             bar.update(1)
+    if opts.claims:
+        bar.set_postfix_str(f"{n}x{N} claims")
+        res["claims"] = _claims(n, N, m, opts.seed)
+        bar.update(1)
     if opts.memory:
         bar.set_postfix_str(f"{n}x{N} memory")
         peak, _ = dev.memory_peak(lambda: _optq_from_hessian(dev, W, H, lam, diagH, "deterministic", opts.seed, opts))
@@ -681,6 +689,27 @@ def _print_summary(record, dev, opts: Options, dtype_name: str, lines) -> None:
         print(f"Monte Carlo N={mc['N']}: {mc['trials']} trials in {mc['median_s']:.3f} s = "
               f"{mc['trials_per_s']:.4g} trials/s (batches of {mc['batch_rows']}; one call's setup "
               f"{mc['setup_s']:.3f} s, beyond it {marg if marg is None else f'{marg:.4g}'} trials/s)")
+
+
+def _claims(n, N, m, seed):
+    """check-layer's cost on one OPTQ run: ``quantize_s`` (``optq`` from ``X``, float64, GPTQ grid 4 bits,
+    percdamp 0.01), ``check_s`` (``theory.check_all`` on it: every claim and hypothesis), their ratio,
+    and the status of the explicit claims (evaluated by one QR above N = 256)."""
+    import algorithms as A
+    import theory
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, N)) * rng.lognormal(0.0, 1.0, N)
+    W = 0.02 * rng.standard_normal((n, N))
+    t0 = time.perf_counter()
+    r = A.optq(W, X, grid=A.Grid.gptq(4), percdamp=0.01)
+    tq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    v = theory.check_all(theory.Run.from_result(r, X), alpha=1e-4, eta=0.05)
+    tc = time.perf_counter() - t0
+    return {"quantize_s": tq, "check_s": tc, "ratio": tc / tq, "samples": m, "dtype": "float64",
+            "T1.explicit": v["T1.explicit"].status, "T1.c_chain": v["T1.c_chain"].status,
+            "violated": sorted(k for k, x in v.items() if x.status == "violated")}
 
 
 def _save(path, record):
@@ -714,6 +743,10 @@ def _format_shape(res):
         mem = res["memory"]
         parts.append(f"\n    memory peak {mem['peak_bytes_during_call'] / 2 ** 20:.0f} MiB during the call; "
                      f"(peak + W + H)/(W + H) = {mem['ratio_incl_inputs']:.2f}")
+    if "claims" in res:
+        c = res["claims"]
+        parts.append(f"\n    claims (check-layer, m = {c['samples']}): check {c['check_s']:.2f} s vs quantize "
+                     f"{c['quantize_s']:.2f} s = {c['ratio']:.1f}x; T1.explicit {c['T1.explicit']}")
     return " ".join(parts)
 
 

@@ -12,6 +12,7 @@ power it needs (insufficient evidence).
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -22,8 +23,8 @@ from ..cli import check_writable_file, nonneg_int, open_unit_interval, positive_
 
 
 def add_arguments(p):
-    p.add_argument("W", help="weights n × N (.npy, .npz[:key], .safetensors[:key])")
-    p.add_argument("X", help="calibration inputs m × N (with --gram: a Gram file of verify.stream)")
+    p.add_argument("W", nargs="?", help="weights n × N (.npy, .npz[:key], .safetensors[:key])")
+    p.add_argument("X", nargs="?", help="calibration inputs m × N (with --gram: a Gram file of verify.stream)")
     p.add_argument("--gram", action="store_true",
                    help="X is a file of accumulated Gram matrices (verify.stream.Grams.save: H = XᵀX, m, and "
                         "with mismatch H_tilde, G): calibration data that never was in memory at once; the ℓ∞ "
@@ -50,6 +51,15 @@ def add_arguments(p):
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="BLAS threads (default: $PTQ_BLAS_THREADS, else the CPUs this process may use); give 1 to "
+                        "each of several check-layer running at once (see verify/threads.py)")
+    p.add_argument("--batch", default=None, metavar="LIST",
+                   help="check several layers in one process instead of W X: a text file with one layer a line, "
+                        "'W X [X_TILDE]' (same options for all; '#' starts a comment); each layer runs in a worker "
+                        "with one BLAS thread")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="--batch: workers (default: the CPUs this process may use)")
     q = p.add_argument_group("checking a Q made elsewhere (verify.packed)")
     q.add_argument("--q", default=None, metavar="SPEC",
                    help="check this quantized weight instead of quantizing: a dense Q n × N (.npy, .npz[:key], "
@@ -150,6 +160,103 @@ def _check_array(a, name: str, spec: str) -> np.ndarray:
 def run(args) -> int:
     from theory.verdicts import EXIT
 
+    from ..threads import blas_limit, default_threads
+
+    try:
+        threads = args.threads if getattr(args, "threads", None) else default_threads()
+    except ValueError as exc:
+        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+        return EXIT["bad input"]
+    if getattr(args, "batch", None):
+        if args.W or args.X:
+            print("ptq-bounds check-layer: give either W X or --batch LIST, not both", file=sys.stderr)
+            return EXIT["bad input"]
+        return _run_batch(args)
+    if not (args.W and args.X):
+        print("ptq-bounds check-layer: W and X are required (or --batch LIST)", file=sys.stderr)
+        return EXIT["bad input"]
+    with blas_limit(threads):
+        return _run(args)
+
+
+def read_batch(path: str) -> list[tuple]:
+    """The layers of a ``--batch`` file: ``(W, X, X_tilde or None)`` per non-empty line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--batch: cannot read {path} ({exc.strerror or exc})") from None
+    out = []
+    for i, line in enumerate(lines, 1):
+        f = line.split("#", 1)[0].split()
+        if not f:
+            continue
+        if len(f) not in (2, 3):
+            raise ValueError(f"--batch: {path}:{i}: expected 'W X [X_TILDE]', got {line.strip()!r}")
+        out.append((f[0], f[1], f[2] if len(f) == 3 else None))
+    if not out:
+        raise ValueError(f"--batch: {path} lists no layer; write one 'W X [X_TILDE]' a line")
+    return out
+
+
+def _batch_one(spec, args):
+    """One layer of a batch, in a worker (one BLAS thread): its exit code, text and JSON."""
+    import contextlib
+    import io
+
+    a = copy.copy(args)
+    a.W, a.X, a.x_tilde = spec
+    a.batch, a.json, a.no_progress = None, None, True
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        collect = []
+        code = _run(a, collect)
+    return code, out.getvalue() + err.getvalue(), collect[0] if collect else None
+
+
+def _run_batch(args) -> int:
+    """``--batch``: every listed layer in a pool of ``--jobs`` one-thread workers; exit code of them all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from theory.verdicts import EXIT
+
+    from ..executor import _one_blas_thread
+    from ..threads import available_cpus
+
+    try:
+        specs = read_batch(args.batch)
+        if args.json:
+            check_writable_file(args.json, "--json")
+    except ValueError as exc:
+        print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
+        return EXIT["bad input"]
+    jobs = min(args.jobs or available_cpus(), len(specs))
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_one_blas_thread) as ex:
+        results = list(ex.map(_batch_one, specs, [args] * len(specs)))
+    codes, docs = [], []
+    for spec, (code, text, doc) in zip(specs, results):
+        print(f"\n##### {' '.join(s for s in spec if s)}: exit {code}\n{text.rstrip()}")
+        codes.append(code)
+        docs.append({"W": spec[0], "X": spec[1], "X_tilde": spec[2], "exit_code": code, **(doc or {})})
+    code = _batch_code(codes)
+    print(f"\n{len(specs)} layers, {jobs} workers: exit {code}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"layers": docs, "exit_code": code}, indent=1, sort_keys=True,
+                                              default=str))
+    return code
+
+
+def _batch_code(codes) -> int:
+    """One exit code for several layers: violated (1) over internal error (4) over bad input (2) over
+    not exercised (3) over 0."""
+    for c in (1, 4, 2, 3):
+        if c in codes:
+            return c
+    return 0
+
+
+def _run(args, collect=None) -> int:
+    from theory.verdicts import EXIT
+
     from ..check import check_given, check_layer
 
     try:
@@ -157,8 +264,8 @@ def run(args) -> int:
             check_writable_file(args.json, "--json")
         dt = np.dtype(args.dtype)
         W = load_array(args.W, "W").astype(dt)
-        if args.gram:
-            return _run_gram(args, W)
+        if getattr(args, "gram", False):
+            return _run_gram(args, W, collect)
         X = load_array(args.X, "X").astype(dt)
         Xt = load_array(args.x_tilde, "X_tilde").astype(dt) if args.x_tilde else None
         if args.trials < 1:
@@ -183,7 +290,7 @@ def run(args) -> int:
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
-    return _report(args, report)
+    return _report(args, report, collect)
 
 
 def _grid(args):
@@ -194,7 +301,7 @@ def _grid(args):
     return A.Grid.gptq(args.bits, sym=not args.asym, group_size=args.group_size, static_groups=args.static_groups)
 
 
-def _run_gram(args, W) -> int:
+def _run_gram(args, W, collect=None) -> int:
     """``--gram``: the claims the Gram matrices decide (verify.stream.check_streamed)."""
     from theory.verdicts import EXIT
 
@@ -210,15 +317,17 @@ def _run_gram(args, W) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
-    return _report(args, report)
+    return _report(args, report, collect)
 
 
-def _report(args, report) -> int:
+def _report(args, report, collect=None) -> int:
     """Prints the report, writes its JSON, returns the exit code."""
     from theory.verdicts import EXIT, INSUFFICIENT
 
     print(report.format())
     code = report.exit_code
+    if collect is not None:
+        collect.append(report.to_dict())
     if args.json:
         from ..campaign import provenance
 
