@@ -123,8 +123,9 @@ class Context:
 
     @cached_property
     def Xq(self):
-        """Loop data (``X̃`` when given, else ``X``), float64, original order."""
-        return as64(self.run.data)
+        """Loop data (``X̃`` when given, else ``X``: then the same array as :attr:`X`), float64, original
+        order."""
+        return self.X if self.run.data is self.run.X else as64(self.run.data)
 
     @cached_property
     def perm(self):

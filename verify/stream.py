@@ -181,8 +181,9 @@ def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray 
     live = np.flatnonzero(np.diag(A) > 0)
     Al = A[np.ix_(live, live)]
     try:
-        root = cholesky(Al, lower=False) if live.size else np.zeros((0, 0))
+        root = cholesky(Al, lower=False, overwrite_a=True, check_finite=False) if live.size else np.zeros((0, 0))
     except LinAlgError:
+        Al = A[np.ix_(live, live)]  # the failed factorization may have overwritten it
         w, V = np.linalg.eigh(Al)
         pos = w > 0
         root = np.sqrt(w[pos])[:, None] * V[:, pos].T
@@ -201,7 +202,7 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
     rounding: ``trials`` copies of ``W`` as rows, seeded by ``seed``). Returns a
     :class:`verify.check.LayerReport` (``shape["m"]`` the rows accumulated; its notes name the
     claims left out). ``row_batch``: rows of ``W`` checked at once (default: all when ``n·N ≤ 2²²``,
-    else ``2²⁰ // N``; deterministic rounding only), which bounds the memory of the per-row
+    else ``2¹⁹ // N``; deterministic rounding only), which bounds the memory of the per-row
     quantities (:func:`theory.check_all`)."""
     import algorithms as A
     import theory
@@ -214,11 +215,13 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
         raise ValueError(f"W must be n × N = n × {grams.N}, got shape {W.shape}")
     ids = [c for c in (claims or CLAIMS) if not is_row_claim(c)]
     left = tuple(c for c in (claims or CLAIMS) if is_row_claim(c))
-    Xs, Xts = square_root(grams, W.dtype)
+    Xs, Xts = square_root(grams)  # float64: the checker reads it as is; the algorithms cast it to W's dtype
+    N, m = grams.N, grams.m
+    del grams  # from here on only the square root (the caller may drop its reference to save memory)
     damp = {"lam": lam} if lam is not None else {"percdamp": 0.01 if percdamp is None else percdamp}
     if rounding == "stochastic" and trials > 1:
         W = np.tile(W, (int(trials), 1))
-    kw = dict(grid=grid, order=order, rounding=rounding, rng=np.random.default_rng(seed), samples=grams.m, **damp)
+    kw = dict(grid=grid, order=order, rounding=rounding, rng=np.random.default_rng(seed), samples=m, **damp)
     plan = [("optq", lambda: A.optq(W, Xs, **kw), {})]
     if Xts is not None:
         plan.append(("optq on X_tilde", lambda: A.optq(W, Xts, **kw), {"X_tilde": Xts}))
@@ -228,12 +231,12 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
 
     from .check import LayerReport, RunCheck
 
-    report = LayerReport(shape={"n": int(W.shape[0]), "N": grams.N, "m": grams.m}, grid=grid.to_dict(),
+    report = LayerReport(shape={"n": int(W.shape[0]), "N": N, "m": m}, grid=grid.to_dict(),
                          order=order if isinstance(order, str) else "custom", rounding=rounding, trials=int(trials))
-    report.notes.append(f"judged from the Gram matrices of {grams.m} calibration rows (verify.stream); not "
+    report.notes.append(f"judged from the Gram matrices of {m} calibration rows (verify.stream); not "
                         f"exercised, because they need the individual rows: {', '.join(left)}")
-    if row_batch is None and rounding == "nearest" and W.shape[0] * grams.N > 2 ** 22:
-        row_batch = max(1, 2 ** 20 // grams.N)
+    if row_batch is None and rounding == "nearest" and W.shape[0] * N > 2 ** 22:
+        row_batch = max(1, 2 ** 19 // N)
     for label, quantize, extra in tqdm(plan, desc="check (Gram)", unit="run", disable=not progress, leave=False):
         r = quantize()
         run = theory.Run.from_result(r, Xs, **extra)
@@ -343,10 +346,10 @@ def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None,
     for s in tqdm(range(0, rows, chunk), desc="accumulate XᵀX", disable=not progress):
         Z = rng.standard_normal((min(chunk, rows - s), N), dtype=np.float32)
         acc.add((Z @ mix) * scale)
-    grams = acc.result()
-    del acc, mix, Z  # only the Gram matrix goes on
+    box = [acc.result()]
+    del acc, mix, Z  # only the Gram matrix goes on, held by check_streamed alone (it drops it once factored)
     t1 = time.perf_counter()
-    res = check_streamed(W, grams, grid=A.Grid.gptq(bits), percdamp=0.01, order="decreasing")
+    res = check_streamed(W, box.pop(), grid=A.Grid.gptq(bits), percdamp=0.01, order="decreasing")
     t2 = time.perf_counter()
     verdicts = res.runs[0].verdicts
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
