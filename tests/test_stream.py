@@ -228,3 +228,12 @@ def test_committed_agreement_is_complete():
     assert d["campaign"] == get_campaign("default").id
     assert d["cells"] == sum(c.config["algorithm"] != "rtn" for c in get_campaign("default").cells)
     assert d["verdicts"] > 20 * d["cells"] and d["differ"] == []
+
+
+def test_committed_real_llm_agreement_has_no_differing_verdict():
+    import json
+    from pathlib import Path
+
+    d = json.loads((Path(__file__).resolve().parent.parent / "results" / "stream-agreement-real-llm.json").read_text())
+    assert d["campaign"].startswith("real-llm-") and d["cells"] >= 40
+    assert d["verdicts"] > 10 * d["cells"] and d["differ"] == []

@@ -293,6 +293,7 @@ def agreement(campaign, *, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from .campaign import cell_seed
+    from .sources import describe
 
     cells = [c for c in campaign.cells if c.config.get("algorithm") != "rtn"]
     summary = {"campaign": campaign.id, "cells": len(cells), "same_Q": 0, "verdicts": 0, "differ": [],
@@ -305,7 +306,7 @@ def agreement(campaign, *, progress: bool = True) -> dict:
                          eta=campaign.eta)
         summary["same_Q"] += r["same_Q"]
         if not r["same_Q"]:
-            where = f"{cell.config.get('family')}/{cell.config.get('dtype', 'float64')}"
+            where = f"{describe(cell.config)['group']}/{cell.config.get('dtype', 'float64')}"
             summary["Q_differs"][where] = summary["Q_differs"].get(where, 0) + 1
             summary["min_Q_entries_equal"] = min(summary["min_Q_entries_equal"], r["Q_entries_equal"])
         for k, st in r["memory"].items():
@@ -373,7 +374,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m verify.stream", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("agreement", help="every cell of a campaign in memory and from its Gram matrices")
-    a.add_argument("--campaign", default="default")
+    a.add_argument("--campaign", default="default",
+                   help="a built-in campaign, or real-llm (its quick SmolLM2 subset, from the capture cache)")
     a.add_argument("--out", default="results/stream-agreement.json")
     b = sub.add_parser("bench", help="peak memory of a layer checked from streamed rows")
     b.add_argument("--N", type=int, default=4096)
@@ -384,7 +386,13 @@ def main(argv=None) -> int:
     if args.cmd == "agreement":
         from .campaigns import get_campaign
 
-        s = agreement(get_campaign(args.campaign))
+        if args.campaign == "real-llm":
+            from .llm.campaign import build_campaign
+
+            camp = build_campaign(progress=False)
+        else:
+            camp = get_campaign(args.campaign)
+        s = agreement(camp)
     else:
         s = memory_benchmark(args.N, args.rows, chunk=args.chunk)
         s["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
