@@ -112,25 +112,31 @@ def projections_from_gram(G, *, margin=64.0):
     ``R_jj²`` above ``margin·n·eps·tr G`` (what the Cholesky's rounding can move it by). ``None``
     otherwise (a dependent or nearly dependent column: the QR path decides)."""
     n = G.shape[0]
-    try:
-        R = np.linalg.cholesky(G).T
-    except np.linalg.LinAlgError:
+    tol = margin * n * np.finfo(float).eps * float(np.trace(G))
+    R, info = lapack.dpotrf(G, lower=0, clean=1, overwrite_a=0)  # upper R, RᵀR = G; G itself is kept
+    if info != 0:
         return None
     d2 = np.diag(R) ** 2
-    if not np.all(d2 > margin * n * np.finfo(float).eps * np.trace(G)):
+    if not np.all(d2 > tol):
         return None
-    return np.sum(np.triu(R, 1) ** 2, axis=0), d2, np.arange(n), R
+    return _col_sq(R) - d2, d2, np.arange(n), R  # above the diagonal (clean=1: zeros below)
+
+
+def _col_sq(A):
+    """``Σ_i A_ij²`` per column, without a temporary of ``A``'s size."""
+    return np.einsum("ij,ij->j", A, A)
 
 
 def _moments(RS):
     """``T₁_k = ‖R_k⁻¹‖_F²`` and ``T₂_k = ‖(R_kR_kᵀ)⁻¹‖_F²`` for every leading block ``k = 1..s``."""
-    Sinv, info = lapack.dtrtri(RS, lower=0)
+    Sinv, info = lapack.dtrtri(RS, lower=0)  # upper triangular, zeros below
     if info != 0:
         raise np.linalg.LinAlgError("triangular factor is singular")
-    T1 = np.cumsum(np.sum(Sinv**2, axis=0))
-    G = np.triu(blas.dsyrk(1.0, Sinv, trans=1, lower=0))  # upper triangle of R⁻ᵀR⁻¹
-    off = np.sum(np.triu(G, 1) ** 2, axis=0)
-    T2 = np.cumsum(2 * off + np.diag(G) ** 2)
+    T1 = np.cumsum(_col_sq(Sinv))
+    G = blas.dsyrk(1.0, Sinv, trans=1, lower=0)  # upper triangle of R⁻ᵀR⁻¹ (dsyrk leaves the rest 0)
+    del Sinv
+    dg2 = np.diag(G) ** 2
+    T2 = np.cumsum(2 * (_col_sq(G) - dg2) + dg2)
     return T1, T2
 
 
@@ -163,13 +169,18 @@ def shifted_lower_bounds(RS, lo, hi, levels=4):
     G = blas.dsyrk(1.0, RS, trans=1, lower=1)  # lower triangle of RᵀR
     err = 8.0 * s * np.finfo(float).eps * float(np.sum(np.diag(G)))
     out = lo.copy()
+    diag = np.arange(s)
     for tau in np.geomspace(lo[-1], hi[0], levels + 1)[:-1]:
-        Gs = G - tau * np.eye(s)
-        L, info = lapack.dpotrf(Gs, lower=1, clean=1)
+        L = G.copy()
+        L[diag, diag] -= tau
+        L, info = lapack.dpotrf(L, lower=1, clean=1, overwrite_a=1)
         k = s if info == 0 else info - 1
         if k == 0:
             continue
-        l2, _ = sigma2_enclosure(np.ascontiguousarray(L[:k, :k].T))
+        Lk = np.ascontiguousarray(L[:k, :k].T)
+        del L
+        l2, _ = sigma2_enclosure(Lk)
+        del Lk
         out[:k] = np.maximum(out[:k], tau + l2 - err)
     return np.maximum.accumulate(out[::-1])[::-1]
 
@@ -199,21 +210,24 @@ def _refine(RS, lo, hi, need, budget):
     return lo, hi
 
 
-def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, shift_rtol=1e-3, gram=None):
+def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, shift_rtol=1e-3, gram=None,
+                         gram_order=None):
     """``(ĉ⁻, ĉ⁺)``, processing order, for the columns of ``Xp`` (already in processing order):
     ``ĉ⁻_t ≤ ĉ_t ≤ ĉ⁺_t`` with σ² of ``X_{>t}`` enclosed as in the module docstring; equal to
     within ``rtol`` wherever the refinement budget allowed. ``c_t ≤ ĉ⁺_t ≤ ‖X_t‖² + λ`` always.
     When the moment enclosure leaves ``Σ(ĉ⁺ − ĉ⁻) > shift_rtol·Σĉ⁺``, ``levels`` shifted
     Choleskys raise the lower bounds (:func:`shifted_lower_bounds`). ``gram``: ``XpᵀXp`` if
-    already computed; then the factor comes from its Cholesky when every live column is clearly
-    independent (:func:`projections_from_gram`), from the QR otherwise."""
+    already computed (``gram_order``: the original column of each processing position, when
+    ``gram`` is in the original order); then the factor comes from its Cholesky when every live
+    column is clearly independent (:func:`projections_from_gram`), from the QR otherwise."""
     m, N = Xp.shape
     live = np.flatnonzero(np.any(Xp != 0, axis=0))[::-1]  # reversed processing order
     lo_c = np.full(N, float(lam))
     hi_c = np.full(N, float(lam))
     if live.size == 0:
         return lo_c, hi_c
-    got = None if gram is None else projections_from_gram(np.asarray(gram, dtype=np.float64)[np.ix_(live, live)])
+    cols = live if gram_order is None else np.asarray(gram_order)[live]
+    got = None if gram is None else projections_from_gram(np.asarray(gram, dtype=np.float64)[np.ix_(cols, cols)])
     par2, perp2, k, RS = got if got is not None else projections(Xp[:, live], rcond)
     if lam > 0 and RS.shape[0]:
         kk = np.maximum(k, 1) - 1
@@ -234,6 +248,6 @@ def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, sh
             c_lo, c_hi = ends(lo, hi)
     else:
         c_lo = c_hi = _c_hat(lam, par2, perp2, np.full(live.size, np.inf))
-    top = lam + np.sum(Xp[:, live] ** 2, axis=0)  # ĉ ≤ ‖X_t‖² + λ (exact arithmetic); rounding clipped
+    top = lam + _col_sq(Xp)[live]  # ĉ ≤ ‖X_t‖² + λ (exact arithmetic); rounding clipped
     lo_c[live], hi_c[live] = np.minimum(c_lo, top), np.minimum(np.maximum(c_hi, c_lo), top)
     return lo_c, hi_c

@@ -403,8 +403,7 @@ def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto", gram=Non
     if method == "qr" or (method == "auto" and N > EXPLICIT_SVD_MAX_N):
         from .explicit import c_explicit_enclosure
 
-        Gp = None if gram is None else np.asarray(gram, dtype=np.float64)[np.ix_(perm, perm)]
-        return c_explicit_enclosure(Xp, lam, rcond=rc, gram=Gp)[1]
+        return c_explicit_enclosure(Xp, lam, rcond=rc, gram=gram, gram_order=perm)[1]
     return _c_explicit_svd(Xp, lam, rc)
 
 
