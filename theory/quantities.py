@@ -197,14 +197,19 @@ class Factor:
     def M(self) -> np.ndarray:
         """``M = D⁻¹U`` (unit upper triangular, processing order)."""
         N = self.N
-        Mfull = np.eye(N)
         k = self.L.shape[0]
-        if k:
-            Lt = self.L / np.diag(self.L)[None, :]  # unit lower triangular
-            Linv = scipy.linalg.solve_triangular(Lt, np.eye(k), lower=True, unit_diagonal=True, check_finite=False)
-            Ml = Linv[::-1, ::-1]
-            pos = np.flatnonzero(self.live)
-            Mfull[np.ix_(pos, pos)] = Ml
+        if k == 0:
+            return np.eye(N)
+        Lt = self.L / np.diag(self.L)[None, :]  # unit lower triangular
+        Linv = scipy.linalg.solve_triangular(Lt, np.eye(k), lower=True, unit_diagonal=True, check_finite=False,
+                                             overwrite_b=True)
+        del Lt
+        Ml = Linv[::-1, ::-1]
+        if k == N:  # every feature live (the usual case): no second N × N array
+            return np.ascontiguousarray(Ml)
+        Mfull = np.eye(N)
+        pos = np.flatnonzero(self.live)
+        Mfull[np.ix_(pos, pos)] = Ml
         return Mfull
 
     def B(self) -> np.ndarray:
