@@ -583,7 +583,7 @@ def _L1_derivative(ctx):
     the rounding error ``4·atol_c/h`` is the tolerance. ``h = min(1e-4·(λ + mean‖X_t‖²), λ/2)``."""
     lam = ctx.lam
     h = min(1e-4 * (lam + float(np.mean(np.sum(ctx.Xq**2, axis=0)))), lam / 2)
-    d = 1.0 + np.einsum("ij,ij->i", ctx.Bm, ctx.Bm)
+    d = 1.0 + np.sum(ctx.Bm**2, axis=1)
     c0 = ctx.c
     fwd = (_c_of(ctx, lam + h) - c0) / h
     bwd = (c0 - _c_of(ctx, lam - h)) / h
@@ -627,7 +627,7 @@ QUANTITIES = {q.name: q for q in [
     _q("drift_abs", r"|z_t - w_t|", "|z*_t − w_t| (per t; z* re-evaluated from Q)", lambda c: np.abs(c.z_star - c.w0p)),
     _q("reach", r"\tfrac12 \sum_j \delta_j |B_{jt}|", "½ Σ_j δ_j |B_jt| (per t)", lambda c: c.reach),
     _q("drift_var", r"\sum_j \delta_j^2 B_{jt}^2", "Σ_j δ_j² B_jt² (per t)", lambda c: c.drift_var),
-    _q("B2max", r"\max_t \|B_{:,t}\|_2^2", "max_t ‖B_{:,t}‖²", lambda c: np.array([np.max(np.einsum("ij,ij->j", c.Bm, c.Bm))]), "run"),
+    _q("B2max", r"\max_t \|B_{:,t}\|_2^2", "max_t ‖B_{:,t}‖²", lambda c: np.array([np.max(np.sum(c.Bm**2, axis=0))]), "run"),
     _q("X2max", r"\max_j \|X_j\|_2^2", "max_j ‖X_j‖²", lambda c: np.array([np.max(np.sum(c.Xq**2, axis=0))]), "run"),
     _q("lam", r"\lambda", "λ", lambda c: np.array([c.lam]), "run"),
     # -- Qronos
