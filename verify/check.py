@@ -30,6 +30,17 @@ class RunCheck:
     error_fro: float | None
     verdicts: dict
 
+    @classmethod
+    def of(cls, label: str, result, run, X, verdicts: dict) -> "RunCheck":
+        """The record of one run: ``result`` (an algorithm's), its ``theory.Run`` and the data ``X``
+        (or its square root) ``‖X(W − Q)ᵀ‖_F`` is measured on, for the OPTQ run on X."""
+        err = None
+        if label == "optq":
+            D = np.asarray(run.W, dtype=np.float64) - np.asarray(result.Q, dtype=np.float64)
+            err = float(np.linalg.norm(np.asarray(X, dtype=np.float64) @ D.T))
+        sat = np.asarray(result.saturated)
+        return cls(label, float(result.lam), int(np.sum(sat)), int(sat.size), err, verdicts)
+
     def rows_of_verdicts(self) -> list[dict]:
         return [v.to_dict() for v in self.verdicts.values()]
 
@@ -159,13 +170,7 @@ def check_layer(W, X, X_tilde=None, *, grid, lam: float | None = None, percdamp:
             r = quantize()
             run = theory.Run.from_result(r, X, **extra)
             bar.set_postfix_str(f"{label}: checking the claims")
-            verdicts = _checked(theory, run, alpha, eta)
-            err = None
-            if label == "optq":
-                D = np.asarray(run.W, dtype=np.float64) - np.asarray(r.Q, dtype=np.float64)
-                err = float(np.linalg.norm(X.astype(np.float64) @ D.T))
-            sat = np.asarray(r.saturated)
-            report.runs.append(RunCheck(label, float(r.lam), int(np.sum(sat)), int(sat.size), err, verdicts))
+            report.runs.append(RunCheck.of(label, r, run, X, _checked(theory, run, alpha, eta)))
             bar.update()
     return report
 

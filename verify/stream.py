@@ -241,12 +241,7 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
         r = quantize()
         run = theory.Run.from_result(r, Xs, **extra)
         verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True, row_batch=row_batch)
-        err = None
-        if label == "optq":
-            D = np.asarray(run.W, dtype=np.float64) - np.asarray(r.Q, dtype=np.float64)
-            err = float(np.linalg.norm(Xs.astype(np.float64) @ D.T))
-        sat = np.asarray(r.saturated)
-        report.runs.append(RunCheck(label, float(r.lam), int(np.sum(sat)), int(sat.size), err, verdicts))
+        report.runs.append(RunCheck.of(label, r, run, Xs, verdicts))
     return report
 
 
