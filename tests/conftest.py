@@ -7,6 +7,8 @@ CuPy (only when CuPy imports and a GPU is present). Backend skips are declared h
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,16 @@ from algorithms._backend import to_numpy
 
 
 TRACEBACK = "Traceback (most recent call last)"
+
+
+#: ``ptq-bounds`` in a fresh process (the installed console script may belong to another checkout)
+CLI = [sys.executable, "-m", "verify.cli"]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """``ptq-bounds args`` in a subprocess: its ``CompletedProcess`` (text output captured)."""
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
 
 
 def cli_code(argv) -> int:

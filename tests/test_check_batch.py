@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from verify.threads import available_cpus, blas_limit, default_threads
 
-CLI = [sys.executable, "-m", "verify.cli"]
-
-
-def ptq(*args, env=None, timeout=600):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
+from conftest import run_cli as ptq  # noqa: E402
 
 
 @pytest.fixture

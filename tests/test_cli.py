@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-CLI = [sys.executable, "-m", "verify.cli"]
-
-
-def ptq(*args, cwd=None, timeout=600):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+from conftest import run_cli as ptq  # noqa: E402
 
 
 @pytest.fixture

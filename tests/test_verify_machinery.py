@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from verify.campaigns import default_campaign, get_campaign, smoke_campaign
 from verify.runner import run_campaign, summarize
 from verify.store import Store
 
-CLI = [sys.executable, "-m", "verify.cli"]
+from conftest import CLI  # noqa: E402
 
 
 def _verdicts(store, cid):
