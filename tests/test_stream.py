@@ -237,3 +237,100 @@ def test_committed_real_llm_agreement_has_no_differing_verdict():
     d = json.loads((Path(__file__).resolve().parent.parent / "results" / "stream-agreement-real-llm.json").read_text())
     assert d["campaign"].startswith("real-llm-") and d["cells"] >= 40
     assert d["verdicts"] > 10 * d["cells"] and d["differ"] == []
+
+
+# ------------------------------------------------------------------------------------------------
+# the second pass over the rows: the ℓ∞ claims (theory.SampleRows)
+# ------------------------------------------------------------------------------------------------
+class Rows:
+    """A chunk source that counts its passes."""
+
+    def __init__(self, X, Xt=None, rows=37):
+        self.X, self.Xt, self.rows, self.passes = X, Xt, rows, 0
+
+    def __call__(self):
+        self.passes += 1
+        return chunks_of(self.X, self.Xt, self.rows)
+
+
+STOCHASTIC_PLANS = {
+    "optq": (lambda W, D, Dt, kw: A.optq(W, D, **kw), lambda W, D, Dt: {}),
+    "optq on X_tilde": (lambda W, D, Dt, kw: A.optq(W, Dt, **kw), lambda W, D, Dt: {"X_tilde": Dt}),
+    "qronos-projection": (lambda W, D, Dt, kw: A.qronos(W, D, Dt, variant="projection", **kw),
+                          lambda W, D, Dt: {"X_tilde": Dt, "W": W}),
+    "qronos-original": (lambda W, D, Dt, kw: A.qronos(W, D, Dt, variant="original", **kw),
+                        lambda W, D, Dt: {"X_tilde": Dt, "W": W}),
+}
+
+
+@pytest.mark.parametrize("plan", list(STOCHASTIC_PLANS))
+@pytest.mark.parametrize("group", [None, 4])
+def test_second_pass_judges_the_row_claims_as_in_memory(plan, group):
+    """Stochastic rounding (the row claims' scope), per-row and group grids (one and three step
+    classes): the same quantization judged in memory and on the square root with the rows read
+    again in chunks: every claim and hypothesis has the same status and worst ratio (to 1e-9), the
+    ℓ∞ claims included; two passes over the rows at most. (The same result is judged twice, so
+    that a stochastic rounding flip between X and X' cannot hide a difference of the pass.)"""
+    W, X, Xt = layer(6, m=400, N=12, n=1)
+    Wr = np.tile(W, (300, 1))
+    g = grams_of(X, Xt)
+    Xs, Xts = square_root(g)
+    quantize, extra = STOCHASTIC_PLANS[plan]
+    kw = dict(grid=A.Grid.gptq(4, group_size=group, static_groups=group is not None), lam=0.5, rounding="stochastic")
+    r_mem = r_str = quantize(Wr, X, Xt, dict(kw, rng=np.random.default_rng(0)))
+    src = Rows(X, Xt)
+    v_mem = theory.check_all(theory.Run.from_result(r_mem, X, **extra(Wr, X, Xt)))
+    v_str = theory.check_all(theory.Run.from_result(r_str, Xs, **extra(Wr, Xs, Xts)),
+                             sample_rows=theory.SampleRows(src, g.m))
+    judged = [k for k, v in v_mem.items() if is_row_claim(k) and v.in_scope]
+    assert judged and 1 <= src.passes <= 2
+    bad = []
+    for k, a in v_mem.items():
+        a, b = a.to_dict(), v_str[k].to_dict()
+        ra, rb = a["worst_ratio"], b["worst_ratio"]
+        if a["status"] != b["status"] or (k != "hyp.record" and ra is not None and abs(ra - rb) > 1e-9 * max(1.0, abs(ra))):
+            bad.append((k, a["status"], b["status"], ra, rb))
+    assert bad == []
+
+
+def test_second_pass_is_made_only_for_claims_in_scope():
+    """Nearest rounding: no ℓ∞ claim is in scope, so the rows are never read again."""
+    W, X, Xt = layer(7)
+    src = Rows(X, Xt)
+    rep = check_streamed(W, grams_of(X, Xt), grid=A.Grid.gptq(4), rows=src)
+    assert src.passes == 0
+    assert all("T2.tail" in r.verdicts and r.verdicts["T2.tail"].status == "out of scope" for r in rep.runs)
+    assert "second pass" in rep.notes[0]
+
+
+def test_check_streamed_with_rows_equals_check_layer_stochastic():
+    """check_streamed(rows=…) and check_layer in memory, stochastic rounding with trials: the same
+    status for every claim, the ℓ∞ claims included."""
+    from verify.check import check_layer
+
+    W, X, Xt = layer(11, m=300, N=10, n=2)
+    kw = dict(grid=A.Grid.gptq(4), lam=0.3, rounding="stochastic", trials=150, seed=3)
+    rep = check_streamed(W, grams_of(X, Xt), rows=Rows(X, Xt, 64), **kw)
+    mem = check_layer(W, X, Xt, **kw)
+    assert [r.label for r in rep.runs] == [r.label for r in mem.runs]
+    for a, b in zip(mem.runs, rep.runs):
+        assert {k: v.status for k, v in a.verdicts.items()} == {k: v.status for k, v in b.verdicts.items()}, a.label
+        assert any(is_row_claim(k) and v.in_scope for k, v in b.verdicts.items()), a.label
+
+
+def test_sample_rows_errors_name_the_problem():
+    W, X, Xt = layer(12, m=200, N=8, n=1)
+    g = grams_of(X, Xt)
+    kw = dict(grid=A.Grid.gptq(4), lam=0.3, rounding="stochastic", trials=20)
+    with pytest.raises(ValueError, match="the chunks gave 100 rows"):
+        check_streamed(W, g, rows=lambda: chunks_of(X[:100], Xt[:100]), **kw)
+    with pytest.raises(ValueError, match="gives no X_tilde"):
+        check_streamed(W, g, rows=lambda: chunks_of(X), **kw)
+    with pytest.raises(ValueError, match="expected m_c × 8"):
+        check_streamed(W, g, rows=lambda: chunks_of(X[:, :5], Xt[:, :5]), **kw)
+    with pytest.raises(TypeError, match="callable"):
+        theory.SampleRows([(X, Xt)], 200)
+    with pytest.raises(ValueError, match="number of calibration rows"):
+        theory.SampleRows(lambda: chunks_of(X), 0)
+    with pytest.raises(ValueError, match="400 rows declared"):
+        check_streamed(W, g, rows=theory.SampleRows(lambda: chunks_of(X, Xt), 400), **kw)

@@ -197,10 +197,16 @@ def _tolerance(claim: Claim, ctx: Context, lhs, rhs, rows):
     if model == "inf":
         nu = np.where(np.isfinite(ctx.nu[rows]), ctx.nu[rows], 0.0)
         rel = 2 * np.max(nu / np.where(ctx.delta[rows] > 0, ctx.delta[rows], np.inf), axis=1)
-        d = np.abs(ctx.w0[rows] - ctx.Q[rows])
-        ev = (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.Xq) @ d.T, axis=0)
-        if ctx.run.X_tilde is not None:
-            ev = ev + (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.X) @ np.abs(ctx.W[rows]).T, axis=0)
+        if ctx.sample_rows is not None:  # the maxima over the samples, from the pass over them
+            st = ctx.samples
+            ev = (ctx.m + 2) * EPS64 * st.ev_loop[rows]
+            if ctx.run.X_tilde is not None:
+                ev = ev + (ctx.m + 2) * EPS64 * st.ev_target[rows]
+        else:
+            d = np.abs(ctx.w0[rows] - ctx.Q[rows])
+            ev = (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.Xq) @ d.T, axis=0)
+            if ctx.run.X_tilde is not None:
+                ev = ev + (ctx.m + 2) * EPS64 * np.max(np.abs(ctx.X) @ np.abs(ctx.W[rows]).T, axis=0)
         return rt64, _expand(rel, lhs) * np.abs(rhs) + _expand(ev, lhs), f"{prec}: relative 2·max_t ν_t/δ_t; float64 evaluation"
     if model == "w":
         return rt64, ctx.atol_w[rows], f"{prec} through the drift: Σ_j ν_j|B_jt|; float64 evaluation of z*"
@@ -256,6 +262,9 @@ def check(claim, run, *, alpha: float = DEFAULT_ALPHA, context: Context | None =
 
     ``params``: ``eta`` (failure probability of the high-probability forms and T3, default 0.05),
     ``threshold`` (T2.tail: α, scalar or per row; default: the α at which the bound equals ``eta``),
+    ``sample_rows`` (a :class:`theory.SampleRows`: the calibration rows, read again in chunks, when
+    the run's ``X`` is a stand-in with the same Gram matrices; the ℓ∞ claims' per-sample quantities
+    and ``m`` then come from them, :mod:`theory.samples`),
     ``lams`` (L1: the λ grid), ``explicit_max_N`` (T1.explicit, T1.c_chain: largest N for which the
     explicit bound is computed; default 65536; exact up to N = 256, the upper end of a certified
     enclosure above, see :func:`theory.quantities.c_explicit`). ``alpha``: false-alarm rate of

@@ -41,6 +41,7 @@ from . import precision as pr
 from . import quantities as qt
 from ._array import as64
 from .precision import NU_MAX
+from .samples import SampleRows, products_pass, residual_pass
 
 __all__ = ["Quantity", "QUANTITIES", "Context", "C_Q", "NU_MAX"]
 
@@ -90,6 +91,9 @@ class Context:
                 sub.__dict__[k] = src.__dict__[k]
         vals = src.__dict__.get("_values", {})
         sub.__dict__["_values"] = {k: v for k, v in vals.items() if QUANTITIES[k].per == "run"}
+        for k in ("samples", "residuals"):  # per-sample passes already made: their rows, no new pass
+            if k in self.__dict__ and self.__dict__[k] is not None:
+                sub.__dict__[k] = self.__dict__[k].rows(idx)
         return sub
 
     # -- parameters ----------------------------------------------------------------------------
@@ -110,8 +114,37 @@ class Context:
         return self.run.N
 
     @cached_property
+    def sample_rows(self):
+        """The calibration rows as a :class:`theory.samples.SampleRows` (parameter ``sample_rows``),
+        when the run's data is a stand-in with the same Gram matrices; ``None``: the run's own ``X``."""
+        sr = self.params.get("sample_rows")
+        if sr is not None and not isinstance(sr, SampleRows):
+            raise TypeError(f"sample_rows must be a theory.SampleRows, got {type(sr).__name__}")
+        return sr
+
+    @cached_property
     def m(self):
-        return self.run.m
+        """The number of samples: the run's rows, or those of ``sample_rows``."""
+        return self.run.m if self.sample_rows is None else int(self.sample_rows.m)
+
+    @cached_property
+    def samples(self):
+        """The per-sample maxima from a pass over ``sample_rows`` (:func:`theory.samples.products_pass`)."""
+        return None if self.sample_rows is None else products_pass(self, self.sample_rows)
+
+    @cached_property
+    def residuals(self):
+        """``R``'s X-block per sample, reduced, from a pass over ``sample_rows``
+        (:func:`theory.samples.residual_pass`)."""
+        return None if self.sample_rows is None else residual_pass(self, self.sample_rows, self.delta)
+
+    @cached_property
+    def v_rows(self):
+        """``Σ_t δ_t² R_it²`` for every row of ``W`` and sample ``i`` (``n × m``)."""
+        if self.sample_rows is not None:
+            r = self.residuals
+            return (r.classes**2) @ r.sq_by_class.T
+        return (self.delta**2) @ (self.RX**2).T
 
     @cached_property
     def lam(self):
@@ -451,7 +484,7 @@ class Context:
 
         from .constants import CONSTANTS
 
-        s2 = CONSTANTS["hoeffding"].factor * ((self.delta**2) @ (self.RX**2).T)  # n × m
+        s2 = CONSTANTS["hoeffding"].factor * self.v_rows  # n × m
         out = np.zeros(self.n)
         for r in range(self.n):
             v = s2[r][s2[r] > 0]
@@ -519,13 +552,27 @@ def _E2(ctx):
 
 
 def _Einf(ctx):
+    if ctx.sample_rows is not None:
+        return ctx.samples.Einf
     d = ctx.w0 - ctx.Q
     return np.max(np.abs(ctx.Xq @ d.T), axis=0)
 
 
-def _sigma_rows(ctx):
-    # Σ_t δ_t² R_it² for every row of W and sample i: (n × m)
-    return (ctx.delta**2) @ (ctx.RX**2).T
+def _Finf(ctx):
+    if ctx.sample_rows is not None:
+        return ctx.samples.Finf
+    return np.max(np.abs(ctx.resid_target), axis=1)
+
+
+def _hat_inf(ctx):
+    if ctx.sample_rows is not None:
+        return ctx.samples.hat_inf
+    return np.max(np.abs(ctx.X @ ctx.W.T - ctx.Xq @ ctx.w_hat.T), axis=0)
+
+
+def _r1inf(ctx):
+    r1 = ctx.residuals.r1inf if ctx.sample_rows is not None else float(np.max(np.abs(ctx.RX[:, 0])))
+    return np.full(ctx.n, r1)
 
 
 def _c_chain(ctx):
@@ -616,7 +663,7 @@ QUANTITIES = {q.name: q for q in [
     _q("max_d2c", r"\max_t \delta_t^2 c_t", "max_t δ_t² c_t", lambda c: np.max(c.delta**2 * c.c[None, :], axis=1)),
     _q("max_d2c_col", r"\max_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "max_t δ_t² (‖X_t‖² + λ)",
        lambda c: np.max(c.delta**2 * qt.c_column(c.Xq, c.lam, c.perm)[None, :], axis=1)),
-    _q("v_i", r"\sum_t \delta_t^2 R_{it}^2", "Σ_t δ_t² R_it² (sample i)", _sigma_rows),
+    _q("v_i", r"\sum_t \delta_t^2 R_{it}^2", "Σ_t δ_t² R_it² (sample i)", lambda c: c.v_rows),
     _q("threshold", r"\alpha", "the threshold α", lambda c: c.tail_threshold),
     _q("m", "m", "number of samples", lambda c: np.array([float(c.m)]), "run"),
     _q("N", "N", "number of features", lambda c: np.array([float(c.N)]), "run"),
@@ -633,9 +680,8 @@ QUANTITIES = {q.name: q for q in [
     # -- Qronos
     _q("F2", r"\|Xw - \tilde X q\|_2^2 + \lambda\|w-q\|_2^2", "‖Xw − X̃q‖² + λ‖w−q‖²", lambda c: c.F2),
     _q("F", r"\sqrt{\|Xw - \tilde X q\|_2^2 + \lambda\|w-q\|_2^2}", "√(‖Xw − X̃q‖² + λ‖w−q‖²)", lambda c: np.sqrt(c.F2)),
-    _q("Finf", r"\|Xw - \tilde X q\|_\infty", "‖Xw − X̃q‖∞", lambda c: np.max(np.abs(c.resid_target), axis=1)),
-    _q("hat_inf", r"\|Xw - \tilde X \hat w\|_\infty", "‖Xw − X̃ŵ‖∞",
-       lambda c: np.max(np.abs(c.X @ c.W.T - c.Xq @ c.w_hat.T), axis=0)),
+    _q("Finf", r"\|Xw - \tilde X q\|_\infty", "‖Xw − X̃q‖∞", _Finf),
+    _q("hat_inf", r"\|Xw - \tilde X \hat w\|_\infty", "‖Xw − X̃ŵ‖∞", _hat_inf),
     _q("rho2", r"\rho_\lambda^2", "ρ_λ² = min_v ‖Xw − X̃v‖² + λ‖w − v‖²", lambda c: c.rho2),
     _q("rho", r"\rho_\lambda", "ρ_λ", lambda c: np.sqrt(c.rho2)),
     _q("mis", r"\|(X - \tilde X)w\|_2", "‖(X − X̃)w‖", lambda c: np.linalg.norm((c.X - c.Xq) @ c.W.T, axis=0)),
@@ -646,8 +692,7 @@ QUANTITIES = {q.name: q for q in [
     _q("gap1", r"|\hat w_1 - y_1|", "|ŵ_1 − y_1|", lambda c: np.abs(c.w_hat[:, c.first] - c.y1)),
     _q("d1", r"\delta_1", "δ_1 (step of the first processed feature)", lambda c: c.delta[:, 0]),
     _q("c1", r"\tilde c_1", "c̃_1", lambda c: np.full(c.n, c.c[0])),
-    _q("r1inf", r"\|\tilde r_1\|_\infty", "‖r̃_1‖∞ (first column of the X-block of R̃)",
-       lambda c: np.full(c.n, np.max(np.abs(c.RX[:, 0])))),
+    _q("r1inf", r"\|\tilde r_1\|_\infty", "‖r̃_1‖∞ (first column of the X-block of R̃)", _r1inf),
     # -- O1 / L1 / T1 chain (per run)
     _q("sum_log_c", r"\sum_t \log c_t", "Σ_t log c_t (Cholesky, run's order)",
        lambda c: np.array([np.sum(np.log(c.c)) if np.all(c.c > 0) else -np.inf]), "run"),

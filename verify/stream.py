@@ -15,10 +15,15 @@ Gram matrix of ``[X, X̃]``. This module
    for, which GPTQ's dead-feature value ``m/2`` needs).
 
 What a square root cannot give: the individual sample rows. The ℓ∞ claims (``T2.*``, ``T5.*``,
-:data:`ROW_CLAIMS`) are about ``max_i |(X(w−q))_i|`` over the samples and the per-row variances
-``σ_i²``; :func:`check_streamed` reports them as not exercised, with that reason, instead of
-judging them on the rows of ``X'``. ``m`` enters no other claim (tests check that every other
-claim gives the same numbers on ``X`` and on its square root).
+:data:`ROW_CLAIMS`) are about ``max_i |(X(w−q))_i|`` over the samples and the per-sample variances
+``σ_i²``. Given the rows again (``check_streamed(..., rows=...)``: a callable that yields the same
+chunks once more), they are judged from a *second pass* over the chunks after quantizing
+(:mod:`theory.samples`: the maxima of the products with ``W``, ``Q``, ``ŵ``, and ``R``'s rows
+reduced per step class; memory independent of ``m``, made only for runs in which such a claim is in
+scope, i.e. stochastic rounding). Without the rows, :func:`check_streamed` reports them as not
+exercised, with that reason, instead of judging them on the rows of ``X'``. ``m`` enters no other
+claim (tests check that every other claim gives the same numbers on ``X`` and on its square root,
+and that the second pass gives the in-memory numbers of the ℓ∞ claims).
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def square_root(grams: Grams, dtype=np.float64) -> tuple[np.ndarray, np.ndarray 
 
 def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="natural", rounding: str = "nearest",
                    trials: int = 1, seed: int = 0, alpha: float = 1e-4, eta: float = 0.05, claims=None,
-                   row_batch: int | None = None, progress: bool = False):
+                   row_batch: int | None = None, rows=None, progress: bool = False):
     """Quantize ``W`` (``n × N``) from accumulated Gram matrices and check every claim that the
     Gram matrices decide (all but :data:`ROW_CLAIMS`): OPTQ on ``X`` and, with mismatch, OPTQ on
     ``X̃`` and both Qronos variants, as :func:`verify.check.check_layer` does in memory (stochastic
@@ -203,7 +208,14 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
     :class:`verify.check.LayerReport` (``shape["m"]`` the rows accumulated; its notes name the
     claims left out). ``row_batch``: rows of ``W`` checked at once (default: all when ``n·N ≤ 2²²``,
     else ``2¹⁹ // N``; deterministic rounding only), which bounds the memory of the per-row
-    quantities (:func:`theory.check_all`)."""
+    quantities (:func:`theory.check_all`).
+
+    ``rows``: the calibration rows again, as a callable with no arguments that returns an iterable
+    of ``(X_c, X̃_c)`` chunks (the rows the Gram matrices were accumulated from, in any chunking;
+    ``X̃_c`` ``None`` without mismatch), e.g. ``lambda: chunks_of(X, X_tilde)`` or a reader of
+    files. With it the row claims are judged too: after quantizing, the per-sample quantities they
+    need are computed in a second pass over the chunks (:mod:`theory.samples`), only for runs in
+    which such a claim is in scope (stochastic rounding)."""
     import algorithms as A
     import theory
     from theory.claims import CLAIMS
@@ -213,8 +225,13 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
     W = np.asarray(W)
     if W.ndim != 2 or W.shape[1] != grams.N:
         raise ValueError(f"W must be n × N = n × {grams.N}, got shape {W.shape}")
-    ids = [c for c in (claims or CLAIMS) if not is_row_claim(c)]
-    left = tuple(c for c in (claims or CLAIMS) if is_row_claim(c))
+    sample_rows = None
+    if rows is not None:
+        sample_rows = rows if isinstance(rows, theory.SampleRows) else theory.SampleRows(rows, grams.m)
+        if sample_rows.m != grams.m:
+            raise ValueError(f"rows: {sample_rows.m} rows declared, the Gram matrices hold {grams.m}")
+    ids = [c for c in (claims or CLAIMS) if sample_rows is not None or not is_row_claim(c)]
+    left = () if sample_rows is not None else tuple(c for c in (claims or CLAIMS) if is_row_claim(c))
     Xs, Xts = square_root(grams)  # float64: the checker reads it as is; the algorithms cast it to W's dtype
     N, m = grams.N, grams.m
     del grams  # from here on only the square root (the caller may drop its reference to save memory)
@@ -233,14 +250,20 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
 
     report = LayerReport(shape={"n": int(W.shape[0]), "N": N, "m": m}, grid=grid.to_dict(),
                          order=order if isinstance(order, str) else "custom", rounding=rounding, trials=int(trials))
-    report.notes.append(f"judged from the Gram matrices of {m} calibration rows (verify.stream); not "
-                        f"exercised, because they need the individual rows: {', '.join(left)}")
+    if left:
+        report.notes.append(f"judged from the Gram matrices of {m} calibration rows (verify.stream); not "
+                            f"exercised, because they need the individual rows (give rows= for a second pass): "
+                            f"{', '.join(left)}")
+    else:
+        report.notes.append(f"judged from the Gram matrices of {m} calibration rows (verify.stream); the ℓ∞ "
+                            "claims from a second pass over the rows")
     if row_batch is None and rounding == "nearest" and W.shape[0] * N > 2 ** 22:
         row_batch = max(1, 2 ** 19 // N)
     for label, quantize, extra in tqdm(plan, desc="check (Gram)", unit="run", disable=not progress, leave=False):
         r = quantize()
         run = theory.Run.from_result(r, Xs, **extra)
-        verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True, row_batch=row_batch)
+        verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True, row_batch=row_batch,
+                                    **({} if sample_rows is None else {"sample_rows": sample_rows}))
         report.runs.append(RunCheck.of(label, r, run, Xs, verdicts))
     return report
 
@@ -250,8 +273,9 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
 # ------------------------------------------------------------------------------------------------
 def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05, rows: int = 64) -> dict:
     """One campaign cell twice, from the same seed: in memory (as the campaign runs it) and from
-    its Gram matrices accumulated over chunks of ``rows`` rows. Returns the verdict statuses of
-    both for every claim and hypothesis the Gram matrices decide, and whether ``Q`` is the same."""
+    its Gram matrices accumulated over chunks of ``rows`` rows, the ℓ∞ claims from a second pass
+    over the same chunks. Returns the verdict statuses of both for every claim and hypothesis,
+    and whether ``Q`` is the same."""
     import theory
     from threadpoolctl import threadpool_limits
 
@@ -262,8 +286,9 @@ def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05
         for path in ("memory", "streamed"):
             rng = np.random.default_rng(seed)
             W, X, Xt = make_layer(cfg, rng)
-            samples = None
+            samples, extra = None, {}
             if path == "streamed" and cfg["algorithm"] != "rtn":
+                extra["sample_rows"] = theory.SampleRows(lambda X=X, Xt=Xt: chunks_of(X, Xt, rows), X.shape[0])
                 acc = GramAccumulator(X.shape[1], mismatch=Xt is not None)
                 for a, b in chunks_of(X, Xt, rows):
                     acc.add(a, b)
@@ -273,8 +298,8 @@ def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05
             res, Wc, Xc, Xtc = quantize(cfg, W, X, Xt, rng, samples=samples)
             run = theory.Run.from_result(res, Xc, X_tilde=Xtc, W=Wc)
             params = {"eta": eta, **({"lams": cfg["lams"]} if "lams" in cfg else {})}
-            ids = [c for c in (cfg.get("claims") or claims_for(int(cfg["N"]))) if not is_row_claim(c)]
-            verdicts = theory.check_all(run, ids, alpha=alpha, hypotheses=True, **params)
+            ids = list(cfg.get("claims") or claims_for(int(cfg["N"])))
+            verdicts = theory.check_all(run, ids, alpha=alpha, hypotheses=True, **params, **extra)
             out[path] = {"Q": np.asarray(res.Q), "status": {k: v.status for k, v in verdicts.items()}}
     Qm, Qs = out["memory"]["Q"], out["streamed"]["Q"]
     return {"same_Q": bool(np.array_equal(Qm, Qs)), "Q_entries_equal": float(np.mean(Qm == Qs)),
@@ -295,7 +320,7 @@ def agreement(campaign, *, progress: bool = True) -> dict:
                "Q_differs": {}, "min_Q_entries_equal": 1.0,
                "note": "Q can differ by rounding decisions that flip with the summation order of XᵀX "
                        "(a flip changes the rest of its row); verdicts are compared on every claim and "
-                       "hypothesis the Gram matrices decide (all but T2.*, T5.*)"}
+                       "hypothesis, the ℓ∞ claims (T2.*, T5.*) judged from a second pass over the row chunks"}
     for cell in tqdm(cells, desc="stream vs memory", disable=not progress):
         r = compare_cell(cell.config, cell_seed(campaign.seed, cell.seed_key), alpha=campaign.alpha_per_test,
                          eta=campaign.eta)
