@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GramAccumulator", "Grams", "square_root", "check_streamed", "ROW_CLAIMS", "chunks_of",
+__all__ = ["GramAccumulator", "Grams", "square_root", "check_streamed", "ROW_CLAIMS", "chunks_of", "chunk_products",
            "compare_cell", "agreement", "memory_benchmark"]
 
 #: claims about individual sample rows (ℓ∞ over the samples): not judged from Gram matrices
@@ -91,6 +91,31 @@ class Grams:
         return np.block([[self.H, self.G.T], [self.G, self.H_tilde]])
 
 
+def _chunk(name, A, N):
+    A = np.asarray(A)
+    if A.ndim != 2 or A.shape[1] != N:
+        raise ValueError(f"{name} must be a chunk of rows, m_c × N = m_c × {N}, got shape {A.shape}")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} holds NaN or Inf")
+    return A.astype(np.float64, copy=False)
+
+
+def chunk_products(X, X_tilde, N: int, mismatch: bool) -> tuple:
+    """One chunk's ``(XᵀX, X̃ᵀX̃, X̃ᵀX)`` in float64 (the last two ``None`` without mismatch): a
+    module-level function, so that a Dask worker receives the chunk and ``N`` only."""
+    X = _chunk("X", X, N)
+    if not mismatch:
+        if X_tilde is not None:
+            raise ValueError("X_tilde given to an accumulator made with mismatch=False")
+        return X.T @ X, None, None
+    if X_tilde is None:
+        raise ValueError("X_tilde: this accumulator has mismatch=True, give each chunk's X_tilde")
+    Xt = _chunk("X_tilde", X_tilde, N)
+    if Xt.shape != X.shape:
+        raise ValueError(f"X_tilde chunk has shape {Xt.shape}, X chunk {X.shape}")
+    return X.T @ X, Xt.T @ Xt, Xt.T @ X
+
+
 class GramAccumulator:
     """Accumulates ``XᵀX`` (and ``X̃ᵀX̃``, ``X̃ᵀX``) over row chunks in float64.
 
@@ -112,27 +137,9 @@ class GramAccumulator:
         self._Ht = np.zeros((self.N, self.N)) if mismatch else None
         self._G = np.zeros((self.N, self.N)) if mismatch else None
 
-    def _check(self, name, A):
-        A = np.asarray(A)
-        if A.ndim != 2 or A.shape[1] != self.N:
-            raise ValueError(f"{name} must be a chunk of rows, m_c × N = m_c × {self.N}, got shape {A.shape}")
-        if not np.all(np.isfinite(A)):
-            raise ValueError(f"{name} holds NaN or Inf")
-        return A.astype(np.float64, copy=False)
-
     def products(self, X, X_tilde=None) -> tuple:
         """The chunk's contribution ``(XᵀX, X̃ᵀX̃, X̃ᵀX)`` (the last two ``None`` without mismatch)."""
-        X = self._check("X", X)
-        if not self.mismatch:
-            if X_tilde is not None:
-                raise ValueError("X_tilde given to an accumulator made with mismatch=False")
-            return X.T @ X, None, None
-        if X_tilde is None:
-            raise ValueError("X_tilde: this accumulator has mismatch=True, give each chunk's X_tilde")
-        Xt = self._check("X_tilde", X_tilde)
-        if Xt.shape != X.shape:
-            raise ValueError(f"X_tilde chunk has shape {Xt.shape}, X chunk {X.shape}")
-        return X.T @ X, Xt.T @ Xt, Xt.T @ X
+        return chunk_products(X, X_tilde, self.N, self.mismatch)
 
     def add_products(self, rows: int, H, Ht=None, G=None) -> None:
         self._H += H
@@ -147,15 +154,22 @@ class GramAccumulator:
 
     def add_dask(self, X, X_tilde=None, *, batch: int = 4) -> None:
         """Adds the rows of Dask arrays ``X`` (and ``X_tilde``) chunk by chunk: each row chunk's
-        products are computed where Dask runs (``batch`` chunks at a time), then added here in
-        chunk order."""
+        products are computed where Dask runs (the workers of a ``distributed`` cluster when a
+        client is active; ``batch`` chunks at a time, so at most ``batch`` sets of ``N × N``
+        products travel back at once), then added here in chunk order: the same bits as adding
+        the same chunks locally, whichever worker computed them."""
         import dask
 
         if X.ndim != 2 or X.shape[1] != self.N:
             raise ValueError(f"X must be m × N = m × {self.N}, got shape {X.shape}")
+        if (X_tilde is None) == self.mismatch:
+            raise ValueError("X_tilde: give it exactly when the accumulator was made with mismatch=True")
+        if X_tilde is not None and X_tilde.shape != X.shape:
+            raise ValueError(f"X_tilde has shape {X_tilde.shape}, X {X.shape}")
         Xb = X.rechunk({1: -1}).to_delayed().ravel()
         Xtb = None if X_tilde is None else X_tilde.rechunk({0: X.chunks[0], 1: -1}).to_delayed().ravel()
-        jobs = [dask.delayed(self.products)(Xb[i], None if Xtb is None else Xtb[i]) for i in range(len(Xb))]
+        jobs = [dask.delayed(chunk_products, pure=True)(Xb[i], None if Xtb is None else Xtb[i], self.N, self.mismatch)
+                for i in range(len(Xb))]
         rows = X.chunks[0]
         for s in range(0, len(jobs), batch):
             for r, prods in zip(rows[s:s + batch], dask.compute(*jobs[s:s + batch])):
@@ -271,11 +285,14 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
 # ------------------------------------------------------------------------------------------------
 # agreement with the in-memory path, cell by cell
 # ------------------------------------------------------------------------------------------------
-def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05, rows: int = 64) -> dict:
+def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05, rows: int = 64,
+                 dask: bool = False) -> dict:
     """One campaign cell twice, from the same seed: in memory (as the campaign runs it) and from
     its Gram matrices accumulated over chunks of ``rows`` rows, the ℓ∞ claims from a second pass
     over the same chunks. Returns the verdict statuses of both for every claim and hypothesis,
-    and whether ``Q`` is the same."""
+    and whether ``Q`` is the same. ``dask``: the streamed path's activations are Dask arrays whose
+    chunk products are computed where Dask runs (a ``distributed`` cluster when a client is
+    active), :meth:`GramAccumulator.add_dask`."""
     import theory
     from threadpoolctl import threadpool_limits
 
@@ -290,8 +307,14 @@ def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05
             if path == "streamed" and cfg["algorithm"] != "rtn":
                 extra["sample_rows"] = theory.SampleRows(lambda X=X, Xt=Xt: chunks_of(X, Xt, rows), X.shape[0])
                 acc = GramAccumulator(X.shape[1], mismatch=Xt is not None)
-                for a, b in chunks_of(X, Xt, rows):
-                    acc.add(a, b)
+                if dask:
+                    import dask.array as da
+
+                    acc.add_dask(da.from_array(X, chunks=(rows, -1)),
+                                 None if Xt is None else da.from_array(Xt, chunks=(rows, -1)))
+                else:
+                    for a, b in chunks_of(X, Xt, rows):
+                        acc.add(a, b)
                 grams = acc.result()
                 X, Xt = square_root(grams, X.dtype)
                 samples = grams.m
@@ -306,7 +329,7 @@ def compare_cell(cfg: dict, seed: int, *, alpha: float = 1e-4, eta: float = 0.05
             "memory": out["memory"]["status"], "streamed": out["streamed"]["status"]}
 
 
-def agreement(campaign, *, progress: bool = True) -> dict:
+def agreement(campaign, *, progress: bool = True, dask: bool = False) -> dict:
     """:func:`compare_cell` over every cell of ``campaign`` (a :class:`verify.campaign.Campaign`,
     with its seeds, η and per-test α), summarised: cells, cells with the same ``Q``, verdicts
     compared, and every verdict that differs (with ``Q`` equal or not)."""
@@ -323,7 +346,7 @@ def agreement(campaign, *, progress: bool = True) -> dict:
                        "hypothesis, the ℓ∞ claims (T2.*, T5.*) judged from a second pass over the row chunks"}
     for cell in tqdm(cells, desc="stream vs memory", disable=not progress):
         r = compare_cell(cell.config, cell_seed(campaign.seed, cell.seed_key), alpha=campaign.alpha_per_test,
-                         eta=campaign.eta)
+                         eta=campaign.eta, dask=dask)
         summary["same_Q"] += r["same_Q"]
         if not r["same_Q"]:
             where = f"{describe(cell.config)['group']}/{cell.config.get('dtype', 'float64')}"
@@ -383,6 +406,32 @@ def memory_benchmark(N: int = 4096, rows: int = 262144, *, n: int | None = None,
     }
 
 
+class _dask_client:
+    """A ``distributed`` client for ``address`` ('local': a LocalCluster of 2 one-thread worker
+    processes), closed on exit."""
+
+    def __init__(self, address: str):
+        self.address, self.cluster, self.client = address, None, None
+
+    def __enter__(self):
+        from .executor import connect_scheduler
+
+        if self.address == "local":
+            from distributed import Client, LocalCluster
+
+            self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+        else:
+            self.client = connect_scheduler(self.address)
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+
 def main(argv=None) -> int:
     """``python -m verify.stream agreement|bench``."""
     import argparse
@@ -397,6 +446,9 @@ def main(argv=None) -> int:
     a.add_argument("--campaign", default="default",
                    help="a built-in campaign, or real-llm (its quick SmolLM2 subset, from the capture cache)")
     a.add_argument("--out", default="results/stream-agreement.json")
+    a.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                   help="accumulate the Gram matrices on a Dask cluster (a scheduler address, or 'local' for a "
+                        "LocalCluster of 2 worker processes); default: in this process")
     b = sub.add_parser("bench", help="peak memory of a layer checked from streamed rows")
     b.add_argument("--N", type=int, default=4096)
     b.add_argument("--rows", type=int, default=262144)
@@ -412,7 +464,12 @@ def main(argv=None) -> int:
             camp = build_campaign(progress=False)
         else:
             camp = get_campaign(args.campaign)
-        s = agreement(camp)
+        if args.scheduler:
+            with _dask_client(args.scheduler):
+                s = agreement(camp, dask=True)
+            s["scheduler"] = args.scheduler
+        else:
+            s = agreement(camp)
     else:
         s = memory_benchmark(args.N, args.rows, chunk=args.chunk)
         s["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
