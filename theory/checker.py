@@ -614,12 +614,13 @@ def _check_all_in_batches(run, ids, hyps, batch, alpha, params) -> dict:
     for s in starts:
         idx = np.arange(s, min(s + batch, run.n))
         ctx = parent.for_rows(idx, share=first)
-        first = ctx if first is None else first
         out = {i: check(i, ctx.run, alpha=alpha, context=ctx) for i in ids}
         if hyps:
             out.update(check_hypotheses(ctx, alpha=alpha))
         for k, v in out.items():
             parts.setdefault(k, []).append((s, v))
+        if first is None:  # the per-run quantities, shared by the later batches (not the first batch's rows)
+            first = ctx.run_part()
         del ctx, out
     return {k: merge_row_verdicts(v) for k, v in parts.items()}
 

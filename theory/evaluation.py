@@ -68,7 +68,7 @@ class Quantity:
 
 #: the cached attributes of a :class:`Context` that depend only on the data, λ and the order (never
 #: on the rows of ``W``): a context of some rows (:meth:`Context.for_rows`) shares them
-RUN_ATTRIBUTES = ("X", "Xq", "perm", "gram", "fac", "c", "c_hat", "_c_by_lam", "Mm", "Bm", "RX", "eig_keep",
+RUN_ATTRIBUTES = ("X", "Xq", "perm", "gram", "fac", "c", "c_hat", "_c_by_lam", "Bm", "RX", "eig_keep",
                   "H_norm", "kappa_keep", "tr_Hinv", "atol_c")
 
 
@@ -95,6 +95,18 @@ class Context:
             if k in self.__dict__ and self.__dict__[k] is not None:
                 sub.__dict__[k] = self.__dict__[k].rows(idx)
         return sub
+
+    def run_part(self) -> "Context":
+        """A context that holds only this one's per-run quantities (:data:`RUN_ATTRIBUTES` and the
+        quantities declared ``per="run"``), for :meth:`for_rows` to share: the per-row arrays of the
+        rows it was computed on are not kept alive with it."""
+        part = Context(self.run, **self.params)
+        for k in RUN_ATTRIBUTES:
+            if k in self.__dict__:
+                part.__dict__[k] = self.__dict__[k]
+        vals = self.__dict__.get("_values", {})
+        part.__dict__["_values"] = {k: v for k, v in vals.items() if QUANTITIES[k].per == "run"}
+        return part
 
     # -- parameters ----------------------------------------------------------------------------
     @property
@@ -202,13 +214,18 @@ class Context:
         """The explicit bound ``ĉ_t`` of T1 (:func:`theory.quantities.c_explicit`, method ``"auto"``)."""
         return qt.c_explicit(self.Xq, self.lam, self.perm, gram=self.gram)
 
-    @cached_property
+    @property
     def Mm(self):
-        return self.fac.M()
+        """``M = I − B`` (unit upper triangular, processing order): a new array at every use, from
+        the cached :attr:`Bm` (one ``N × N`` matrix is kept, not two)."""
+        M = np.negative(self.Bm)
+        np.fill_diagonal(M, 1.0)
+        return M
 
     @cached_property
     def Bm(self):
-        Bm = np.negative(self.Mm)  # B = I − M: −M off the diagonal, 0 on it (M is unit triangular)
+        Bm = self.fac.M()  # a new array: B = I − M is −M off the diagonal, 0 on it (M is unit triangular)
+        np.negative(Bm, out=Bm)
         np.fill_diagonal(Bm, 0.0)
         return Bm
 

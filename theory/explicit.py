@@ -127,17 +127,24 @@ def _col_sq(A):
     return np.einsum("ij,ij->j", A, A)
 
 
-def _moments(RS):
-    """``T₁_k = ‖R_k⁻¹‖_F²`` and ``T₂_k = ‖(R_kR_kᵀ)⁻¹‖_F²`` for every leading block ``k = 1..s``."""
+def _moments(RS, block: int = 256):
+    """``T₁_k = ‖R_k⁻¹‖_F²`` and ``T₂_k = ‖(R_kR_kᵀ)⁻¹‖_F²`` for every leading block ``k = 1..s``.
+    ``G = R⁻ᵀR⁻¹`` is formed ``block`` columns at a time (its upper triangle: column ``j`` needs
+    the rows ``≤ j`` of the triangular ``R⁻¹`` only), so the only ``s × s`` array besides ``RS``
+    is ``R⁻¹``."""
     Sinv, info = lapack.dtrtri(RS, lower=0)  # upper triangular, zeros below
     if info != 0:
         raise np.linalg.LinAlgError("triangular factor is singular")
     T1 = np.cumsum(_col_sq(Sinv))
-    G = blas.dsyrk(1.0, Sinv, trans=1, lower=0)  # upper triangle of R⁻ᵀR⁻¹ (dsyrk leaves the rest 0)
-    del Sinv
-    dg2 = np.diag(G) ** 2
-    T2 = np.cumsum(2 * (_col_sq(G) - dg2) + dg2)
-    return T1, T2
+    s = Sinv.shape[0]
+    a = np.empty(s)  # a_j = 2·Σ_{i<j} G_ij² + G_jj²: column j's share of ‖G_{≤k,≤k}‖_F²
+    for s0 in range(0, s, block):
+        e = min(s0 + block, s)
+        P = Sinv[:e, :e].T @ Sinv[:e, s0:e]  # G[:e, s0:e]
+        np.square(P, out=P)
+        P[np.arange(e)[:, None] > np.arange(s0, e)[None, :]] = 0.0  # the upper triangle only
+        a[s0:e] = 2.0 * np.sum(P, axis=0) - P[np.arange(s0, e), np.arange(e - s0)]
+    return T1, np.cumsum(a)
 
 
 def sigma2_enclosure(RS):
@@ -166,21 +173,19 @@ def shifted_lower_bounds(RS, lo, hi, levels=4):
     s = RS.shape[0]
     if s < 2 or levels < 1 or not (0 < lo[-1] < hi[0]):
         return lo
-    G = blas.dsyrk(1.0, RS, trans=1, lower=1)  # lower triangle of RᵀR
-    err = 8.0 * s * np.finfo(float).eps * float(np.sum(np.diag(G)))
+    err = 8.0 * s * np.finfo(float).eps * float(np.sum(_col_sq(RS)))  # tr G
     out = lo.copy()
     diag = np.arange(s)
     for tau in np.geomspace(lo[-1], hi[0], levels + 1)[:-1]:
-        L = G.copy()
+        # G − τI formed anew for every shift (one more O(s³/3) product instead of a kept copy of G)
+        L = blas.dsyrk(1.0, RS, trans=1, lower=1)  # lower triangle of RᵀR
         L[diag, diag] -= tau
         L, info = lapack.dpotrf(L, lower=1, clean=1, overwrite_a=1)
         k = s if info == 0 else info - 1
         if k == 0:
             continue
-        Lk = np.ascontiguousarray(L[:k, :k].T)
+        l2, _ = sigma2_enclosure(L[:k, :k].T)  # upper triangular (a view; Fortran order when k = s)
         del L
-        l2, _ = sigma2_enclosure(Lk)
-        del Lk
         out[:k] = np.maximum(out[:k], tau + l2 - err)
     return np.maximum.accumulate(out[::-1])[::-1]
 
@@ -211,7 +216,7 @@ def _refine(RS, lo, hi, need, budget):
 
 
 def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, shift_rtol=1e-3, gram=None,
-                         gram_order=None):
+                         gram_order=None, order=None):
     """``(ĉ⁻, ĉ⁺)``, processing order, for the columns of ``Xp`` (already in processing order):
     ``ĉ⁻_t ≤ ĉ_t ≤ ĉ⁺_t`` with σ² of ``X_{>t}`` enclosed as in the module docstring; equal to
     within ``rtol`` wherever the refinement budget allowed. ``c_t ≤ ĉ⁺_t ≤ ‖X_t‖² + λ`` always.
@@ -219,16 +224,19 @@ def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, sh
     Choleskys raise the lower bounds (:func:`shifted_lower_bounds`). ``gram``: ``XpᵀXp`` if
     already computed (``gram_order``: the original column of each processing position, when
     ``gram`` is in the original order); then the factor comes from its Cholesky when every live
-    column is clearly independent (:func:`projections_from_gram`), from the QR otherwise."""
+    column is clearly independent (:func:`projections_from_gram`), from the QR otherwise.
+    ``order``: ``Xp`` is then ``X`` in the original order and ``order`` the processing order (no
+    reordered copy of ``X`` is made unless the QR path needs its columns)."""
     m, N = Xp.shape
-    live = np.flatnonzero(np.any(Xp != 0, axis=0))[::-1]  # reversed processing order
+    pos = np.arange(N) if order is None else np.asarray(order)  # the column of Xp at each position
+    live = np.flatnonzero(np.any(Xp != 0, axis=0)[pos])[::-1]  # reversed processing order
     lo_c = np.full(N, float(lam))
     hi_c = np.full(N, float(lam))
     if live.size == 0:
         return lo_c, hi_c
     cols = live if gram_order is None else np.asarray(gram_order)[live]
     got = None if gram is None else projections_from_gram(np.asarray(gram, dtype=np.float64)[np.ix_(cols, cols)])
-    par2, perp2, k, RS = got if got is not None else projections(Xp[:, live], rcond)
+    par2, perp2, k, RS = got if got is not None else projections(Xp[:, pos[live]], rcond)
     if lam > 0 and RS.shape[0]:
         kk = np.maximum(k, 1) - 1
         span = k > 0
@@ -248,6 +256,6 @@ def c_explicit_enclosure(Xp, lam, *, rcond, rtol=1e-9, budget=0.02, levels=4, sh
             c_lo, c_hi = ends(lo, hi)
     else:
         c_lo = c_hi = _c_hat(lam, par2, perp2, np.full(live.size, np.inf))
-    top = lam + _col_sq(Xp)[live]  # ĉ ≤ ‖X_t‖² + λ (exact arithmetic); rounding clipped
+    top = lam + _col_sq(Xp)[pos[live]]  # ĉ ≤ ‖X_t‖² + λ (exact arithmetic); rounding clipped
     lo_c[live], hi_c[live] = np.minimum(c_lo, top), np.minimum(np.maximum(c_hi, c_lo), top)
     return lo_c, hi_c

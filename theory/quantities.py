@@ -173,6 +173,23 @@ def hessian(X, lam, *, dead: str = "keep", gram=None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # the factorization
 # ------------------------------------------------------------------------------------------------
+def _reverse_both_axes(A: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``A[::-1, ::-1]`` as a contiguous array, in ``A``'s own memory when ``A`` is contiguous
+    (reversing both axes of a C- or F-contiguous matrix reverses its memory order; swapped in
+    pieces of ``chunk`` numbers, so the only temporary is one piece)."""
+    f = np.ravel(A, order="K")
+    if not np.shares_memory(f, A):
+        return np.ascontiguousarray(A[::-1, ::-1])
+    n = f.size
+    h = n // 2
+    for i in range(0, h, chunk):
+        j = min(i + chunk, h)
+        a = f[i:j].copy()
+        f[i:j] = f[n - j:n - i][::-1]
+        f[n - j:n - i] = a[::-1]
+    return A
+
+
 @dataclass(frozen=True, eq=False)
 class Factor:
     """One Cholesky factorization of the order-reversed live block of ``H_λ``, and what follows from it.
@@ -204,9 +221,9 @@ class Factor:
         Linv = scipy.linalg.solve_triangular(Lt, np.eye(k), lower=True, unit_diagonal=True, check_finite=False,
                                              overwrite_b=True)
         del Lt
+        if k == N:  # every feature live (the usual case): reversed in place, no second N × N array
+            return _reverse_both_axes(Linv)
         Ml = Linv[::-1, ::-1]
-        if k == N:  # every feature live (the usual case): no second N × N array
-            return np.ascontiguousarray(Ml)
         Mfull = np.eye(N)
         pos = np.flatnonzero(self.live)
         Mfull[np.ix_(pos, pos)] = Ml
@@ -403,13 +420,12 @@ def c_explicit(X, lam, order=None, *, rcond=None, method: str = "auto", gram=Non
     if method not in ("auto", "svd", "qr"):
         raise ValueError(f"method must be 'auto', 'svd' or 'qr', got {method!r}")
     perm = resolve_order(order, N, X)
-    Xp = X[:, perm]
     rc = max(m, N) * np.finfo(float).eps if rcond is None else float(rcond)
     if method == "qr" or (method == "auto" and N > EXPLICIT_SVD_MAX_N):
         from .explicit import c_explicit_enclosure
 
-        return c_explicit_enclosure(Xp, lam, rcond=rc, gram=gram, gram_order=perm)[1]
-    return _c_explicit_svd(Xp, lam, rc)
+        return c_explicit_enclosure(X, lam, rcond=rc, gram=gram, gram_order=perm, order=perm)[1]
+    return _c_explicit_svd(X[:, perm], lam, rc)
 
 
 def _c_explicit_svd(Xp, lam, rc) -> np.ndarray:

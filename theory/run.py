@@ -59,6 +59,11 @@ def _np(a, name, *, ndim=None, dtype=None):
     return a
 
 
+def _float_array(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class Run:
     """One quantization run (NumPy arrays; see the module docstring for every field)."""
@@ -204,8 +209,9 @@ class Run:
         scale = to_numpy(a.scale)
         zero = to_numpy(a.zero)
         Qn = to_numpy(result.Q)
-        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), Qn.shape)
-        zero = np.broadcast_to(np.asarray(zero, dtype=np.float64), Qn.shape)
+        # float32 steps stay float32 (every reader converts with as64, exactly): two n × N float64
+        # copies would be the largest per-run arrays of a wide layer
+        scale, zero = (np.broadcast_to(_float_array(a), Qn.shape) for a in (scale, zero))
         opts = getattr(result, "options", None) or {}
         dead = opts.get("dead", "keep") if alg == "optq" else "keep"
         grid = getattr(result, "grid", None)
