@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .threads import rebalance
+
 __all__ = ["RunCheck", "LayerReport", "check_layer", "check_given"]
 
 
@@ -167,6 +169,7 @@ def check_layer(W, X, X_tilde=None, *, grid, lam: float | None = None, percdamp:
               leave=False) as bar:
         for label, quantize, extra in plan:
             bar.set_postfix_str(label)
+            rebalance()  # under a CPU share (check-layer): this process's current share of the CPUs
             r = quantize()
             run = theory.Run.from_result(r, X, **extra)
             bar.set_postfix_str(f"{label}: checking the claims")

@@ -273,7 +273,10 @@ def check_streamed(W, grams: Grams, *, grid, lam=None, percdamp=None, order="nat
                             "claims from a second pass over the rows")
     if row_batch is None and rounding == "nearest" and W.shape[0] * N > 2 ** 22:
         row_batch = max(1, 2 ** 19 // N)
+    from .threads import rebalance
+
     for label, quantize, extra in tqdm(plan, desc="check (Gram)", unit="run", disable=not progress, leave=False):
+        rebalance()  # under a CPU share (check-layer --gram): this process's current share of the CPUs
         r = quantize()
         run = theory.Run.from_result(r, Xs, **extra)
         verdicts = theory.check_all(run, ids, alpha=alpha, eta=eta, hypotheses=True, row_batch=row_batch,

@@ -52,8 +52,8 @@ def add_arguments(p):
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="BLAS threads (default: $PTQ_BLAS_THREADS, else the CPUs this process may use); give 1 to "
-                        "each of several check-layer running at once (see verify/threads.py)")
+                   help="BLAS threads (default: $PTQ_BLAS_THREADS, else this process's share of the CPUs among the "
+                        "ptq-bounds processes running, re-evaluated at every run; see verify/threads.py)")
     p.add_argument("--batch", default=None, metavar="LIST",
                    help="check several layers in one process instead of W X: a text file with one layer a line, "
                         "'W X [X_TILDE]' (same options for all; '#' starts a comment); each layer runs in a worker "
@@ -160,10 +160,10 @@ def _check_array(a, name: str, spec: str) -> np.ndarray:
 def run(args) -> int:
     from theory.verdicts import EXIT
 
-    from ..threads import blas_limit, default_threads
+    from ..threads import fixed_threads, shared_blas
 
     try:
-        threads = args.threads if getattr(args, "threads", None) else default_threads()
+        threads = args.threads if getattr(args, "threads", None) else fixed_threads()
     except ValueError as exc:
         print(f"ptq-bounds check-layer: {exc}", file=sys.stderr)
         return EXIT["bad input"]
@@ -175,7 +175,7 @@ def run(args) -> int:
     if not (args.W and args.X):
         print("ptq-bounds check-layer: W and X are required (or --batch LIST)", file=sys.stderr)
         return EXIT["bad input"]
-    with blas_limit(threads):
+    with shared_blas(threads):  # None: this process's share of the CPUs, re-evaluated at every run
         return _run(args)
 
 
