@@ -69,7 +69,7 @@ class Quantity:
 #: the cached attributes of a :class:`Context` that depend only on the data, λ and the order (never
 #: on the rows of ``W``): a context of some rows (:meth:`Context.for_rows`) shares them
 RUN_ATTRIBUTES = ("X", "Xq", "perm", "gram", "fac", "c", "c_hat", "_c_by_lam", "Bm", "RX", "eig_keep",
-                  "H_norm", "kappa_keep", "tr_Hinv", "atol_c")
+                  "H_norm", "kappa_keep", "tr_Hinv", "atol_c", "ref_factor", "ref_w_hat_system", "c_col")
 
 
 class Context:
@@ -210,6 +210,11 @@ class Context:
         return self.fac.c
 
     @cached_property
+    def c_col(self):
+        """``‖X_t‖² + λ`` in processing order (:func:`theory.quantities.c_column`; per run)."""
+        return qt.c_column(self.Xq, self.lam, self.perm)
+
+    @cached_property
     def c_hat(self):
         """The explicit bound ``ĉ_t`` of T1 (:func:`theory.quantities.c_explicit`, method ``"auto"``)."""
         return qt.c_explicit(self.Xq, self.lam, self.perm, gram=self.gram)
@@ -325,13 +330,26 @@ class Context:
         return z
 
     @cached_property
+    def ref_factor(self):
+        """The working-precision update matrix of the loop (:func:`theory.precision.reference_factor`;
+        per run)."""
+        r = self.run
+        return pr.reference_factor(self.Xq, self.lam, self.perm, self.precision,
+                                   dead=r.dead if r.algorithm == "optq" else "keep")
+
+    @cached_property
+    def ref_w_hat_system(self):
+        """The working-precision normal equations of ``ŵ`` (:func:`theory.precision.w_hat_system`; per run)."""
+        return pr.w_hat_system(self.X, self.Xq, self.lam, self.precision)
+
+    @cached_property
     def d_ref(self):
         """``|z_ref − (q + e*)|``: the column loop in the working precision with the run's rounding
         decisions given (``None`` when that precision cannot factor ``H_λ`` or solve ``ŵ``)."""
         r = self.run
         first_e = None
         if r.algorithm == "qronos":
-            wh = pr.w_hat_in(self.W, self.X, self.Xq, self.lam, self.precision)
+            wh = pr.w_hat_in(self.W, self.X, self.Xq, self.lam, self.precision, system=self.ref_w_hat_system)
             if wh is None:
                 return None
             start = wh[:, self.perm]
@@ -340,7 +358,8 @@ class Context:
         else:
             start = self.w0p
         zr = pr.reference_z(self.Xq, self.lam, self.perm, start, self.Qp, self.precision,
-                            dead=r.dead if r.algorithm == "optq" else "keep", first_e=first_e)
+                            dead=r.dead if r.algorithm == "optq" else "keep", first_e=first_e,
+                            factor=self.ref_factor)
         if zr is None:
             return None
         return np.abs(zr - (self.Qp + self.e_star))
@@ -594,7 +613,7 @@ def _r1inf(ctx):
 
 def _c_chain(ctx):
     ce = ctx.c_hat
-    cc = qt.c_column(ctx.Xq, ctx.lam, ctx.perm)
+    cc = ctx.c_col
     return np.concatenate([ctx.c, ce])[None, :], np.concatenate([ce, cc])[None, :]
 
 
@@ -676,10 +695,10 @@ QUANTITIES = {q.name: q for q in [
     _q("sum_d2c_explicit", r"\sum_t \delta_t^2 \hat c_t", "Σ_t δ_t² ĉ_t (explicit bound of c_t)",
        lambda c: (c.delta**2) @ c.c_hat),
     _q("sum_d2c_col", r"\sum_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "Σ_t δ_t² (‖X_t‖² + λ)",
-       lambda c: (c.delta**2) @ qt.c_column(c.Xq, c.lam, c.perm)),
+       lambda c: (c.delta**2) @ c.c_col),
     _q("max_d2c", r"\max_t \delta_t^2 c_t", "max_t δ_t² c_t", lambda c: np.max(c.delta**2 * c.c[None, :], axis=1)),
     _q("max_d2c_col", r"\max_t \delta_t^2 (\|X_t\|_2^2 + \lambda)", "max_t δ_t² (‖X_t‖² + λ)",
-       lambda c: np.max(c.delta**2 * qt.c_column(c.Xq, c.lam, c.perm)[None, :], axis=1)),
+       lambda c: np.max(c.delta**2 * c.c_col[None, :], axis=1)),
     _q("v_i", r"\sum_t \delta_t^2 R_{it}^2", "Σ_t δ_t² R_it² (sample i)", lambda c: c.v_rows),
     _q("threshold", r"\alpha", "the threshold α", lambda c: c.tail_threshold),
     _q("m", "m", "number of samples", lambda c: np.array([float(c.m)]), "run"),

@@ -95,11 +95,11 @@ def _upper_inverse_factor(D, lam, dead_mask, m, dt):
     return U
 
 
-def reference_z(Xq, lam, perm, w0p, Qp, precision: str, *, dead: str = "keep", first_e=None):
-    """``z_ref`` (``n × N``, processing order, float64) of the column loop run in ``precision`` with
-    the rounding decisions ``Qp`` given, starting from ``w0p``; ``None`` when the working precision
-    cannot factor ``H_λ``. ``first_e``: the error propagated from the first column instead of
-    ``z_0 − q_0`` (Qronos' original variant)."""
+def reference_factor(Xq, lam, perm, precision: str, *, dead: str = "keep"):
+    """The column loop's update matrix in ``precision`` (processing order): row ``t`` is
+    ``U_t,: / U_tt`` with ``U`` upper triangular, ``H_λ⁻¹ = UᵀU``; ``None`` when the working
+    precision cannot factor ``H_λ``. It depends on the data, ``λ`` and the order only, so the
+    rows of a run checked in batches share it."""
     dt, _ = _work_dtype(precision)
     X = np.asarray(Xq)
     D = X[:, perm].astype(dt)
@@ -107,35 +107,64 @@ def reference_z(Xq, lam, perm, w0p, Qp, precision: str, *, dead: str = "keep", f
     U = _upper_inverse_factor(D, lam, dead_mask, X.shape[0], dt)
     if U is None:
         return None
-    z = np.array(w0p, dtype=dt, copy=True)
+    return U / np.diag(U)[:, None]  # row t: U_ts / U_tt
+
+
+def reference_z(Xq, lam, perm, w0p, Qp, precision: str, *, dead: str = "keep", first_e=None, factor=None):
+    """``z_ref`` (``n × N``, processing order, float64) of the column loop run in ``precision`` with
+    the rounding decisions ``Qp`` given, starting from ``w0p``; ``None`` when the working precision
+    cannot factor ``H_λ``. ``first_e``: the error propagated from the first column instead of
+    ``z_0 − q_0`` (Qronos' original variant). ``factor``: :func:`reference_factor` of the same
+    data if already computed."""
+    dt, _ = _work_dtype(precision)
+    A = reference_factor(Xq, lam, perm, precision, dead=dead) if factor is None else factor
+    if A is None:
+        return None
+    z = np.array(w0p, dtype=dt, order="C", copy=True)
     q = np.asarray(Qp).astype(dt)
     n, N = z.shape
-    A = U / np.diag(U)[:, None]  # row t: U_ts / U_tt
     for b0 in range(0, N, BLOCK):
         b1 = min(N, b0 + BLOCK)
-        E = np.empty((n, b1 - b0), dtype=dt)
-        for t in range(b0, b1):
-            e = z[:, t] - q[:, t]
+        k = b1 - b0
+        # the block's columns as contiguous rows: the same products and subtractions, element by
+        # element, as updating the columns of z in place, with contiguous memory access
+        zb = np.ascontiguousarray(z[:, b0:b1].T)
+        qb = np.ascontiguousarray(q[:, b0:b1].T)
+        Eb = np.empty((k, n), dtype=dt)
+        for j in range(k):
+            t = b0 + j
+            e = zb[j] - qb[j]
             if t == 0 and first_e is not None:
                 e = np.asarray(first_e).astype(dt)
-            E[:, t - b0] = e
-            if t + 1 < b1:
-                z[:, t + 1:b1] -= np.outer(e, A[t, t + 1:b1])
+            Eb[j] = e
+            if j + 1 < k:
+                zb[j + 1:] -= A[t, t + 1:b1, None] * e[None, :]
+        z[:, b0:b1] = zb.T
         if b1 < N:
-            z[:, b1:] -= E @ A[b0:b1, b1:]
+            z[:, b1:] -= np.ascontiguousarray(Eb.T) @ A[b0:b1, b1:]  # the layout (and BLAS call) of an n × k E
     return z.astype(np.float64)
 
 
-def w_hat_in(W, X, Xt, lam, precision: str):
-    """``ŵ`` solved in the working precision (normal equations, as Qronos implementations do);
-    ``None`` when that precision cannot solve it."""
+def w_hat_system(X, Xt, lam, precision: str):
+    """``(X̃ᵀX̃ + λI, X̃ᵀX + λI)`` in the working precision: the normal equations of ``ŵ``
+    (shared by the rows of a run checked in batches)."""
     dt, _ = _work_dtype(precision)
-    W, X, Xt = (np.asarray(a).astype(dt) for a in (W, X, Xt))
+    X, Xt = (np.asarray(a).astype(dt) for a in (X, Xt))
     N = X.shape[1]
     A = Xt.T @ Xt
     A[np.diag_indices(N)] += dt(lam)
     Bm = Xt.T @ X
     Bm[np.diag_indices(N)] += dt(lam)
+    return A, Bm
+
+
+def w_hat_in(W, X, Xt, lam, precision: str, *, system=None):
+    """``ŵ`` solved in the working precision (normal equations, as Qronos implementations do);
+    ``None`` when that precision cannot solve it. ``system``: :func:`w_hat_system` of the same
+    data if already computed."""
+    dt, _ = _work_dtype(precision)
+    A, Bm = w_hat_system(X, Xt, lam, precision) if system is None else system
+    W = np.asarray(W).astype(dt)
     try:
         V = scipy.linalg.solve(A, Bm @ W.T, assume_a="pos", check_finite=False)
     except (np.linalg.LinAlgError, ValueError):
