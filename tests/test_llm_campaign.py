@@ -95,6 +95,9 @@ def test_sequential_capture_is_shared_across_selections(model, cache_dir, tmp_pa
     meta = a.meta
     assert meta["text_source"] == "licenses" and meta["n_tokens"] == TOKENS and meta["seq_len"] == TOKENS
     assert a.key["model_sha256"] == model.sha256 and "optq" in a.key["quantizer_id"]
+    # captured through transformers (forward hooks on nn.Linear), its version in the key
+    assert a.key["mode"] == "sequential-transformers" and a.key["forward"]["transformers"]
+    assert meta["forward"] == a.key["forward"] and a["X"].dtype == np.float32
 
 
 def test_small_run_has_no_violation(small):

@@ -89,7 +89,7 @@ def cache_path(cache_dir: Path, key: dict) -> Path:
 #: the source files whose code produces a capture: the forward pass, the text and tokens, the model
 #: reader, and the algorithms that quantize the earlier layers (for ``X̃``)
 _PRODUCER_FILES = ("algorithms/*.py", "verify/llm/capture.py", "verify/llm/forward.py", "verify/llm/gguf_model.py",
-                   "verify/llm/tokenizer.py", "verify/llm/textsource.py", "verify/llm/cache.py")
+                   "verify/llm/tokenizer.py", "verify/llm/textsource.py", "verify/llm/cache.py", "verify/llm/hf.py")
 
 
 def producer_fingerprint() -> str:
@@ -327,6 +327,76 @@ def _save_sequential(model, ct, recs, names, keys, cdir, store, base) -> dict[st
         save_npz_atomic(p, arrays, keys[n], {"stats": r.stats, "stats_tilde": r.stats_tilde, "meta": meta})
         out[n] = CachedLayer(n, arrays, r.stats, r.stats_tilde, meta, p, False, keys[n])
     return out
+
+
+def _hf_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def hf_sequential_base(model: GGUFModel, quantizer_id: str, *, source="licenses", n_tokens: int = 2048,
+                       seq_len: int = 512) -> dict:
+    """The key fields every layer of one transformers capture shares (:func:`cached_hf_sequential`):
+    those of the NumPy path's ``quantize_all`` capture, with ``mode = "sequential-transformers"`` and
+    the torch and transformers versions (their arithmetic produces ``X̃``)."""
+    base = _all_base_key(model, quantizer_id, source, n_tokens, seq_len, "X", None)
+    base.update({"mode": "sequential-transformers", "forward": _hf_versions()})
+    return base
+
+
+def cached_hf_sequential(model: GGUFModel, quantize: QuantizeFn, quantizer_id: str, *, source="licenses",
+                         n_tokens: int = 2048, seq_len: int = 512, layers: Sequence[str] | str | None = None,
+                         cache_dir=None, regenerate: bool = False, progress: bool = True) -> dict[str, CachedLayer]:
+    """``X`` and ``X̃`` of the selected layers captured through transformers
+    (:func:`verify.llm.hf.capture`: forward hooks on every ``nn.Linear``, the float and the quantized
+    stream side by side, *every* linear layer quantized by ``quantize`` in execution order), with
+    the on-disk cache of :func:`cached_sequential` (``quantize_all=True`` semantics: ``X̃`` of a layer
+    depends only on the layers before it, so captures are shared by every selection and a miss
+    recomputes only the missing layers). The tokens are those of the NumPy path (the package's
+    tokenizer of the GGUF file). torch runs with one thread, so ``X̃`` is reproducible on a machine."""
+    from . import hf
+
+    if not isinstance(model, GGUFModel):
+        raise TypeError(f"model must be a GGUFModel, got {type(model).__name__}")
+    cdir = _resolve_dir(cache_dir)
+    sel = model.resolve_layers(layers)
+    base = hf_sequential_base(model, quantizer_id, source=source, n_tokens=n_tokens, seq_len=seq_len)
+    keys = {l.name: dict(base, layer=l.name) for l in sel}
+    out, missing = _lookup(cdir, keys, regenerate)
+    if missing:
+        import torch
+
+        loaded = hf.load(model.path, tokenizer=False)
+        ids, md = hf.calibration_ids(loaded, source, n_tokens=int(n_tokens), seq_len=int(seq_len))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            caps = hf.capture(loaded, ids, missing, quantize=quantize, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
+        meta_common = dict(md, model=model.identity, mode=base["mode"], quantizer_id=quantizer_id,
+                           forward=base["forward"])
+        for n in missing:
+            c, l = caps[n], model.layer(n)
+            if tuple(c.W.shape) != tuple(l.shape):
+                raise RuntimeError(f"transformers capture: {n} has W {c.W.shape}, the GGUF file {tuple(l.shape)}")
+            st, stt = layer_stats(c.X, gram(c.X)), layer_stats(c.X_tilde, gram(c.X_tilde))
+            arrays = {"X": c.X, "X_tilde": c.X_tilde}
+            meta = dict(meta_common, layer=n, storage_type=l.storage_type, shape=list(l.shape),
+                        quantize_seconds=c.quantize_seconds)
+            p = cache_path(cdir, keys[n])
+            save_npz_atomic(p, arrays, keys[n], {"stats": st, "stats_tilde": stt, "meta": meta})
+            for a in arrays.values():
+                a.flags.writeable = False
+            out[n] = CachedLayer(n, arrays, st, stt, meta, p, False, keys[n])
+    return {l.name: out[l.name] for l in sel}
 
 
 def sequential_key(model: GGUFModel, quantizer_id: str, layer: str, *, source="licenses", n_tokens: int = 2048,

