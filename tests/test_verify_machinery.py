@@ -165,6 +165,24 @@ def test_process_executor_gives_the_serial_results(tmp_path):
     assert_same_results(a, b, camp.id)
 
 
+def test_replaced_workers_give_the_serial_results(tmp_path, monkeypatch):
+    """Workers replaced after every cell (TASKS_PER_WORKER = 1; what bounds a long campaign's
+    worker memory) give the serial results."""
+    import sys
+
+    import verify.executor as ex
+
+    if sys.version_info < (3, 11):
+        pytest.skip("max_tasks_per_child needs Python 3.11")
+    monkeypatch.setattr(ex, "TASKS_PER_WORKER", 1)
+    camp = smoke_campaign()
+    a = Store(tmp_path / "a.sqlite")
+    b = Store(tmp_path / "b.sqlite")
+    run_campaign(camp, a, executor_kind="serial", progress=False)
+    run_campaign(camp, b, executor_kind="process", workers=2, progress=False)
+    assert_same_results(a, b, camp.id)
+
+
 def test_dask_local_cluster_gives_the_local_results(tmp_path):
     pytest.importorskip("distributed")
     camp = smoke_campaign()
