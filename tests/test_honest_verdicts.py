@@ -359,3 +359,31 @@ def test_own_runs_are_never_flagged(layer, rel, dtype, grid, order):
     except ValueError:  # e.g. not positive definite in float32: the algorithm refuses, nothing to judge
         return
     assert flagged(T.Run.from_result(r, X)) == [], (layer.regime, N, rel, dtype, grid, order)
+
+
+def test_joint_claims_rate_saturated_rows_as_zero():
+    """Claims joint with "no saturation" (T2.*, T3.drift_tail, T5.*) are about the error times the
+    indicator of no saturation: a saturated row's raw error, which can exceed the bound many times
+    over, must not become the claim's worst ratio (a real-layer cell once reported 19.2 for
+    T2.expectation from a row clipped 89 times, whose error reached 28 steps)."""
+    from theory.evaluation import Context, value
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 3)) @ rng.standard_normal((3, 10)) + 0.05 * rng.standard_normal((200, 10))
+    W = np.tile(rng.uniform(-0.1, 0.1, (1, 10)), (400, 1))
+    W[::2] = np.tile(np.where(rng.random(10) < 0.5, -0.44, 0.44), (200, 1))  # at the grid's edge: drift saturates
+    r = A.optq(W, X, grid=A.Grid.symmetric(0.1, 4), lam=0.01, rounding="stochastic", rng=np.random.default_rng(0))
+    run = T.Run.from_result(r, X)
+    sat = run.saturated
+    assert sat[::2].mean() > 0.9 and not sat[1::2].any()
+    ctx = Context(run)
+    raw = value(ctx, "E2") / (0.25 * value(ctx, "sum_d2c"))
+    assert np.all(raw[sat] > 0)  # the saturated rows' raw errors, which the claims must not rate
+    for cid in ("T2.expectation", "T2.hp.hoeffding", "T3.drift_tail"):
+        v = T.check(cid, run)
+        rows = np.asarray(v.rows)
+        ratio = np.asarray(v.ratio).reshape(rows.size, -1)
+        assert np.all(ratio[sat[rows]] == 0), cid
+        assert v.worst_ratio == pytest.approx(float(np.max(ratio[~sat[rows]]))), cid
+    # without saturation |e_t| < δ_t, so the expectation claim's per-row ratio is at most 4
+    assert T.check("T2.expectation", run).worst_ratio <= 4.0
