@@ -216,8 +216,8 @@ def format_float64_precision_recheck(rc: dict) -> str:
     L.append("")
     L.append("Probability and expectation claims are judged per cell by their exact tests (the violated-cells "
              "column). Their worst ratio is over all in-scope rows, so it can exceed 1 on allowed rows. For the "
-             "claims that hold jointly with no saturation, it also counts saturated rows, which the claim does "
-             "not bound.")
+             "claims that hold jointly with no saturation, a saturated row counts as 0, as in their tests (the "
+             "claim bounds the error times the indicator of no saturation).")
     L.append("")
     return "\n".join(L)
 

@@ -14,7 +14,8 @@ the CPUs it may run on (``len(os.sched_getaffinity(0))``). A registration whose 
 no lock and is removed by the next count. The share is re-evaluated at every run of
 ``check-layer`` (:func:`rebalance`), so a process started alone gives up threads when others start
 (and takes them back when they end) at its next run. Three concurrent ``check-layer`` then run
-with one thread each on 2 cores, without anyone passing ``--threads 1``. Other programs' BLAS
+with one thread each on 2 cores, without anyone passing ``--threads 1`` (on 512 × 512 layers:
+4.7–4.9 s each, against 8.3–8.5 s with two threads each and 2.9 s for one alone). Other programs' BLAS
 threads are not counted: with those, fix ``--threads``. Where ``fcntl`` is missing (Windows) the
 share is all the CPUs. ``check-layer --batch`` (a pool of one-thread workers) remains the fastest
 way to check many layers.
