@@ -181,6 +181,8 @@ def test_replaced_workers_give_the_serial_results(tmp_path, monkeypatch):
     run_campaign(camp, a, executor_kind="serial", progress=False)
     run_campaign(camp, b, executor_kind="process", workers=2, progress=False)
     assert_same_results(a, b, camp.id)
+    workers = {c["worker"] for c in b.cells(camp.id, measurements=False)}
+    assert len(workers) > 2, workers  # more processes than the pool's size: workers were replaced
 
 
 def test_dask_local_cluster_gives_the_local_results(tmp_path):

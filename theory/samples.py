@@ -24,7 +24,7 @@ them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -93,7 +93,6 @@ class SampleStats:
     ev_target: np.ndarray | None = None  # max_i |x_i|·|w|
     Finf: np.ndarray | None = None
     hat_inf: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     def rows(self, idx) -> "SampleStats":
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
