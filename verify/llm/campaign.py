@@ -77,13 +77,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 
 import numpy as np
 
-from ..campaign import Campaign, Cell, claims_for, make_grid
+from ..campaign import Campaign, Cell, claims_for
 from ..defaults import setting
+from .quantizer import SEQUENTIAL_QUANTIZER, quantizer_id, sequential_quantizer
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_TOKENS", "DEFAULT_SEQ_LEN", "DEFAULT_SOURCE", "QUICK_LAYERS",
@@ -101,17 +101,6 @@ DEFAULT_SOURCE = "licenses"
 #: layers of block 1 are quantized) and the network's first linear layer (X̃ = X exactly), which
 #: also carries the degenerate Q4_1 cell.
 QUICK_LAYERS = ("blk.0.attn_q", "blk.1")
-
-#: the fixed quantizer of every layer in the sequential pass that produces X̃
-SEQUENTIAL_QUANTIZER = {
-    "algorithm": "optq",
-    "grid": {"kind": "gptq", "bits": 4, "sym": False},
-    "percdamp": 0.01,
-    "order": "decreasing",
-    "rounding": "nearest",
-    "inputs": "float",
-    "block_size": 128,
-}
 
 DEGENERATE_NOTE = ("the weights are stored as Q4_1 (asymmetric 4-bit, groups of 32 inputs): re-quantizing "
                    "them with that same grid reproduces W exactly (zero error by construction)")
@@ -182,41 +171,6 @@ FULL_RECIPES = (
     _r("optq-lam1e-4", "optq", G4, lam_rel=1e-4, blocks=4),
     _r("optq-q4_1-layout", "optq", Q4_1_GRID, order="natural", blocks=4),
 )
-
-
-# ------------------------------------------------------------------------------------------------
-# the sequential quantizer
-# ------------------------------------------------------------------------------------------------
-def _canon(d) -> str:
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
-
-
-def quantizer_id(spec: dict | None = None) -> str:
-    """The identity of a sequential quantizer spec (goes into the cache key)."""
-    spec = SEQUENTIAL_QUANTIZER if spec is None else spec
-    return "provable-ptq/optq-v1:" + _canon(spec)
-
-
-def sequential_quantizer(spec: dict | None = None):
-    """``quantize(name, W, X, X_tilde) -> Q`` for :func:`verify.llm.sequential_capture`: deterministic
-    OPTQ of :mod:`algorithms` with the spec's grid, damping and order, on the float inputs ``X``
-    (``inputs="float"``) or on ``X̃`` (``inputs="quantized"``, GPTQ's sequential practice)."""
-    import algorithms as A
-
-    spec = dict(SEQUENTIAL_QUANTIZER if spec is None else spec)
-    if spec.get("algorithm") != "optq" or spec.get("rounding", "nearest") != "nearest":
-        raise ValueError("sequential quantizer: only deterministic OPTQ is supported")
-    if spec.get("inputs") not in ("float", "quantized"):
-        raise ValueError("sequential quantizer: inputs must be 'float' or 'quantized'")
-    grid = make_grid(spec["grid"], None)
-    damp = {"percdamp": float(spec["percdamp"])} if "percdamp" in spec else {"lam": float(spec["lam"])}
-
-    def quantize(name, W, X, X_tilde):
-        data = X if spec["inputs"] == "float" else X_tilde
-        r = A.optq(W, data, grid=grid, order=spec["order"], block_size=int(spec.get("block_size", 128)), **damp)
-        return np.asarray(r.Q)
-
-    return quantize
 
 
 # ------------------------------------------------------------------------------------------------

@@ -401,7 +401,7 @@ def quantizer_spec(bits: int = 4, *, sym: bool = False, group_size: int | None =
     """The sequential quantizer that produces ``X̃``: the real-LLM campaign's
     :data:`~verify.llm.campaign.SEQUENTIAL_QUANTIZER` with these changes (GPTQ grid built from the
     weights; ``inputs="float"`` quantizes on ``X``, ``"quantized"`` on ``X̃``)."""
-    from .campaign import SEQUENTIAL_QUANTIZER
+    from .quantizer import SEQUENTIAL_QUANTIZER
 
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
         raise ValueError(f"bits: expected an integer in 2..8, got {bits!r}")
@@ -468,7 +468,7 @@ def capture(loaded, inputs, layers: str | Sequence[str] | None = None, *, quanti
     chosen = {l.module_name: l for l in select_layers(every, layers)}
     to_quantize = {l.module_name for l in (every if quantize_layers is None else select_layers(every, quantize_layers))}
     if quantize is None or isinstance(quantize, dict):
-        from .campaign import sequential_quantizer
+        from .quantizer import sequential_quantizer
 
         qfn = sequential_quantizer(quantizer_spec() if quantize is None else quantize)
     elif callable(quantize):
@@ -619,7 +619,7 @@ def capture_to_dir(model, layers: str, out_dir, *, text=None, n_tokens: int = 25
     manifest's path and the manifest. ``seed`` seeds torch (nothing here draws random numbers with
     the default deterministic quantizer; it is recorded with the result)."""
     from ..campaign import provenance
-    from .campaign import quantizer_id
+    from .quantizer import quantizer_id
 
     torch = _require_torch()
     spec = quantizer_spec(bits, sym=sym, group_size=group_size, percdamp=percdamp, order=order, inputs=inputs)
