@@ -156,13 +156,20 @@ def test_interrupted_campaign_resumes_without_loss_or_duplicates(tmp_path, sig, 
     assert dup == []
 
 
-def test_process_executor_gives_the_serial_results(tmp_path):
+def _same_as_serial(tmp_path, kind):
+    """The smoke campaign serially and with executor ``kind`` (2 workers): the same results.
+    Returns the campaign and the second store."""
     camp = smoke_campaign()
     a = Store(tmp_path / "a.sqlite")
     b = Store(tmp_path / "b.sqlite")
     run_campaign(camp, a, executor_kind="serial", progress=False)
-    run_campaign(camp, b, executor_kind="process", workers=2, progress=False)
+    run_campaign(camp, b, executor_kind=kind, workers=2, progress=False)
     assert_same_results(a, b, camp.id)
+    return camp, b
+
+
+def test_process_executor_gives_the_serial_results(tmp_path):
+    _same_as_serial(tmp_path, "process")
 
 
 def test_replaced_workers_give_the_serial_results(tmp_path, monkeypatch):
@@ -175,24 +182,14 @@ def test_replaced_workers_give_the_serial_results(tmp_path, monkeypatch):
     if sys.version_info < (3, 11):
         pytest.skip("max_tasks_per_child needs Python 3.11")
     monkeypatch.setattr(ex, "TASKS_PER_WORKER", 1)
-    camp = smoke_campaign()
-    a = Store(tmp_path / "a.sqlite")
-    b = Store(tmp_path / "b.sqlite")
-    run_campaign(camp, a, executor_kind="serial", progress=False)
-    run_campaign(camp, b, executor_kind="process", workers=2, progress=False)
-    assert_same_results(a, b, camp.id)
+    camp, b = _same_as_serial(tmp_path, "process")
     workers = {c["worker"] for c in b.cells(camp.id, measurements=False)}
     assert len(workers) > 2, workers  # more processes than the pool's size: workers were replaced
 
 
 def test_dask_local_cluster_gives_the_local_results(tmp_path):
     pytest.importorskip("distributed")
-    camp = smoke_campaign()
-    a = Store(tmp_path / "a.sqlite")
-    b = Store(tmp_path / "b.sqlite")
-    run_campaign(camp, a, executor_kind="serial", progress=False)
-    run_campaign(camp, b, executor_kind="dask", workers=2, progress=False)
-    assert_same_results(a, b, camp.id)
+    _same_as_serial(tmp_path, "dask")
 
 
 def test_summary_counts_scope_and_status(tmp_path):
